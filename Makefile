@@ -1,0 +1,38 @@
+# `make run` serves Kennel on embedded SQLite; `make test` runs the whole suite.
+# Both install first when the environment is missing or out of date.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JS := tests/js
+
+.PHONY: install run test check lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(JS)/package.json $(JS)/package-lock.json
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	cd $(JS) && npm ci --no-audit --no-fund --silent
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/kennel serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+check: lint test
+
+bench: $(STAMP)
+	$(BIN)/python bench/tasks.py
+
+clean:
+	rm -rf $(VENV) $(JS)/node_modules

@@ -1,0 +1,79 @@
+"""Settings: one frozen object built from `KENNEL_*` variables by the entrypoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every setting Kennel reads; the README documents each one (a test checks)."""
+
+    model_config = SettingsConfigDict(env_prefix="KENNEL_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path(".kennel")
+    database_url: str | None = None
+    model: str | None = None
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    email_domain: str = "kennel.localhost"
+
+    max_upload_file_bytes: int = Field(default=25 * MB, ge=1)
+    max_upload_request_bytes: int = Field(default=100 * MB, ge=1)
+
+    runner_concurrency: int = Field(default=1000, ge=1)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    keepalive_seconds: float = Field(default=15.0, gt=0, le=20)
+    model_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    rate_limit_per_second: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+
+    model_prices: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("KENNEL_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("KENNEL_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: object) -> object:
+        """`gpt-4.1=2,claude-sonnet-4-5=3`: credit multiplier per model name."""
+        if not isinstance(value, str):
+            return value
+        prices: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, factor = item.rpartition("=")
+            if not sep or not name:
+                raise ValueError(f"expected model=multiplier, got {item!r}")
+            prices[name.strip()] = float(factor)
+        return prices
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'kennel.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        """Public base of the URLs Kennel puts in responses (dashboard and file links)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.data_dir / "workspaces"

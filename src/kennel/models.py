@@ -1,0 +1,228 @@
+"""Domain records: plain frozen dataclasses and enums, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+JSONObject = dict[str, Any]
+
+
+class Budget(StrEnum):
+    LOW = "low"
+    STANDARD = "standard"
+    HIGH = "high"
+    UNLIMITED = "unlimited"
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class TaskStatus(StrEnum):
+    """Status of a task and of each of its turns (spec §4.3)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERROR = "error"
+    ABORTED = "aborted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.ABORTED)
+
+
+class TriggeredBy(StrEnum):
+    API = "api"
+    EMAIL = "email"
+    SCHEDULE = "schedule"
+    UI = "ui"
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: str
+    name: str
+    credit_balance: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    organization_id: str
+    email: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the API key's user in its organization."""
+
+    organization_id: str
+    user_id: str
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: str
+    organization_id: str
+    user_id: str
+    title: str
+    instructions: str
+    summary: str
+    output_schema: JSONObject | None
+    visibility: Visibility
+    model: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def is_visible_to(self, principal: Principal) -> bool:
+        return self.organization_id == principal.organization_id and (
+            self.visibility is Visibility.PUBLIC or self.user_id == principal.user_id
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTotals:
+    credits: int = 0
+    duration_ms: int = 0
+    turn_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    key: int
+    """Internal primary key; public ids are unique per organization only (spec §16.10)."""
+    id: str
+    organization_id: str
+    worker_id: str
+    title: str
+    status: TaskStatus
+    triggered_by: TriggeredBy
+    created_by_user_id: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    archived_at: datetime | None
+    metadata: JSONObject
+    totals: TaskTotals = field(default_factory=TaskTotals)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Usage of one turn: tokens and tool calls of every model request, billed as credits."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests: int = 0
+    tool_calls: int = 0
+    credits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    id: str
+    task_key: int
+    seq: int
+    input: str
+    budget: Budget
+    status: TaskStatus
+    output_text: str
+    structured_output: JSONObject | None
+    usage: Usage
+    duration_ms: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: TurnError | None
+    incomplete_reason: str | None
+    first_event_seq: int | None
+    """Sequence number of this turn's first event in the task's log, once it started."""
+    ui_message: JSONObject | None
+    """The assistant's AI SDK `UIMessage` for this turn, stored when the turn ends."""
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One AI SDK UI-message-stream chunk in a task's event log, already JSON-encoded."""
+
+    seq: int
+    turn_id: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceFile:
+    path: str
+    size: int
+    media_type: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TurnJob:
+    """A claimed turn job; `lease_token` fences every write of the run that holds it."""
+
+    job_id: int
+    turn_id: str
+    task_key: int
+    lease_token: str
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What a runner needs to run one turn: the worker, the task, the turn and its history."""
+
+    worker: Worker
+    task: Task
+    turn: Turn
+    history: list[bytes]
+    """The model messages of each earlier completed turn, as stored (pydantic-ai JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """How a run ended: everything `finish_turn` records in one transaction."""
+
+    status: TaskStatus
+    output_text: str = ""
+    structured_output: JSONObject | None = None
+    usage: Usage = field(default_factory=Usage)
+    duration_ms: int = 0
+    error: TurnError | None = None
+    incomplete_reason: str | None = None
+    model_messages: bytes | None = None
+    ui_message: JSONObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A new turn to store: on an existing task, or on a new one (and maybe a new worker)."""
+
+    organization_id: str
+    task_id: str
+    worker: Worker
+    input: str
+    budget: Budget
+    triggered_by: TriggeredBy
+    created_by_user_id: str | None
+    provisional_title: str
+    metadata: JSONObject
+    turn_id: str
+    max_attempts: int
+    create_worker: bool = False
+    files: tuple[WorkspaceFile, ...] = ()

@@ -1,0 +1,38 @@
+"""Persistence: one store whose methods are one transaction each, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from kennel.storage.auth import AuthStore
+from kennel.storage.database import Database
+from kennel.storage.events import EventStore
+from kennel.storage.files import FileStore
+from kennel.storage.migrate import migrate
+from kennel.storage.runs import ExpiredJob, RunStore
+from kennel.storage.tasks import TaskSnapshot, TaskStore
+from kennel.storage.workers import WorkerStore
+
+
+class Store:
+    """Facade over the per-noun stores that share one database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.auth = AuthStore(database)
+        self.workers = WorkerStore(database)
+        self.tasks = TaskStore(database)
+        self.runs = RunStore(database)
+        self.events = EventStore(database)
+        self.files = FileStore(database)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.is_sqlite
+
+    async def migrate(self) -> None:
+        await migrate(self.database)
+
+    async def close(self) -> None:
+        await self.database.close()
+
+
+__all__ = ["Database", "ExpiredJob", "Store", "TaskSnapshot"]

@@ -1,0 +1,114 @@
+"""Organizations, users and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from kennel import ids
+from kennel.errors import NotFoundError
+from kennel.models import Organization, Principal, User
+from kennel.storage.database import Database
+from kennel.storage.tables import api_keys, organizations, users
+
+
+class AuthStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def ensure_member(
+        self, org_name: str, email: str, now: datetime
+    ) -> tuple[Organization, User]:
+        """Find or create the organization and its user, in one transaction."""
+        async with self._db.write() as conn:
+            org_row = (
+                await conn.execute(sa.select(organizations).where(organizations.c.name == org_name))
+            ).first()
+            if org_row is None:
+                org = Organization(ids.organization_id(), org_name, None, now)
+                await conn.execute(
+                    organizations.insert().values(
+                        id=org.id, name=org.name, credit_balance=None, created_at=now
+                    )
+                )
+            else:
+                org = _organization(org_row)
+            user_row = (
+                await conn.execute(
+                    sa.select(users).where(
+                        users.c.organization_id == org.id, users.c.email == email
+                    )
+                )
+            ).first()
+            if user_row is None:
+                user = User(ids.user_id(), org.id, email, now)
+                await conn.execute(
+                    users.insert().values(
+                        id=user.id, organization_id=org.id, email=email, created_at=now
+                    )
+                )
+            else:
+                user = User(
+                    user_row.id, user_row.organization_id, user_row.email, user_row.created_at
+                )
+            return org, user
+
+    async def create_api_key(self, user: User, key_hash: str, prefix: str, now: datetime) -> str:
+        """Store a new key (only its hash) for the user; returns the key id."""
+        key_id = ids.api_key_id()
+        async with self._db.write() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key_id,
+                    organization_id=user.organization_id,
+                    user_id=user.id,
+                    key_hash=key_hash,
+                    prefix=prefix,
+                    created_at=now,
+                )
+            )
+        return key_id
+
+    async def principal_for(self, key_hash: str) -> Principal | None:
+        """The caller behind a key hash, or None for an unknown or revoked key."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(api_keys.c.id, api_keys.c.organization_id, api_keys.c.user_id).where(
+                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        return None if row is None else Principal(row.organization_id, row.user_id, row.id)
+
+    async def count_api_keys(self) -> int:
+        async with self._db.read() as conn:
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(api_keys))).scalar_one()
+            )
+
+    async def get_organization(self, organization_id: str) -> Organization:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(organizations).where(organizations.c.id == organization_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"organization {organization_id} not found")
+        return _organization(row)
+
+    async def set_credit_balance(self, organization_id: str, balance: int | None) -> None:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                organizations.update()
+                .where(organizations.c.id == organization_id)
+                .values(credit_balance=balance)
+            )
+        if result.rowcount == 0:
+            raise NotFoundError(f"organization {organization_id} not found")
+
+
+def _organization(row: sa.Row[tuple[object, ...]]) -> Organization:
+    return Organization(row.id, row.name, row.credit_balance, row.created_at)

@@ -1,0 +1,25 @@
+"""Reading a task's event log (appends belong to the run that holds the job: see runs.py)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from kennel.models import Event
+from kennel.storage.database import Database
+from kennel.storage.tables import task_events
+
+
+class EventStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def after(self, task_key: int, after_seq: int, limit: int = 1000) -> list[Event]:
+        """Events with a sequence number above `after_seq`, in order."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(task_events.c.seq, task_events.c.turn_id, task_events.c.body)
+                .where(task_events.c.task_key == task_key, task_events.c.seq > after_seq)
+                .order_by(task_events.c.seq)
+                .limit(limit)
+            )
+            return [Event(row.seq, row.turn_id, row.body) for row in rows]

@@ -1,0 +1,110 @@
+"""Workspace file records: which files a worker has and which ones each task touched."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kennel.models import WorkspaceFile
+from kennel.storage.database import Database
+from kennel.storage.tables import task_files, workspace_files
+
+
+class FileStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def get(self, worker_id: str, path: str) -> WorkspaceFile | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(workspace_files).where(
+                        workspace_files.c.worker_id == worker_id, workspace_files.c.path == path
+                    )
+                )
+            ).first()
+        return None if row is None else _file(row)
+
+
+async def record_task_files(
+    conn: AsyncConnection,
+    worker_id: str,
+    task_key: int,
+    files: Sequence[WorkspaceFile],
+    now: datetime,
+) -> None:
+    """Upsert the workspace records and mark each file as touched by the task."""
+    if not files:
+        return
+    await _upsert(
+        conn,
+        workspace_files,
+        [
+            {
+                "worker_id": worker_id,
+                "path": file.path,
+                "size": file.size,
+                "media_type": file.media_type,
+                "updated_at": file.updated_at,
+            }
+            for file in files
+        ],
+        keys=("worker_id", "path"),
+        updates=("size", "media_type", "updated_at"),
+    )
+    await _upsert(
+        conn,
+        task_files,
+        [
+            {"task_key": task_key, "path": file.path, "worker_id": worker_id, "created_at": now}
+            for file in files
+        ],
+        keys=("task_key", "path"),
+        updates=(),
+    )
+
+
+async def task_files_of(conn: AsyncConnection, task_key: int) -> list[WorkspaceFile]:
+    rows = await conn.execute(
+        sa.select(workspace_files)
+        .join(
+            task_files,
+            sa.and_(
+                task_files.c.worker_id == workspace_files.c.worker_id,
+                task_files.c.path == workspace_files.c.path,
+            ),
+        )
+        .where(task_files.c.task_key == task_key)
+        .order_by(task_files.c.created_at, workspace_files.c.path)
+    )
+    return [_file(row) for row in rows]
+
+
+async def _upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    *,
+    keys: Iterable[str],
+    updates: Iterable[str],
+) -> None:
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table).values(rows)
+    columns = list(updates)
+    if columns:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: statement.excluded[name] for name in columns},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    await conn.execute(statement)
+
+
+def _file(row: Any) -> WorkspaceFile:
+    return WorkspaceFile(row.path, row.size, row.media_type, row.updated_at)

@@ -1,0 +1,376 @@
+"""The runner's side of turns: claim jobs under a lease, append events, finish or fail.
+
+Every write of a run is fenced by its lease token: once a lease is lost (expired and taken
+over, or the turn cancelled), the old run's writes raise `LeaseLostError` and change nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kennel.errors import LeaseLostError, NotFoundError
+from kennel.models import TaskStatus, TurnContext, TurnJob, TurnOutcome
+from kennel.storage.database import Database
+from kennel.storage.tables import (
+    EpochMillis,
+    jobs,
+    organizations,
+    task_events,
+    tasks,
+    turns,
+    workers,
+)
+from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
+from kennel.storage.workers import worker_from_row
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredJob:
+    job_id: int
+    kind: str
+    ref: str
+    attempts: int
+    max_attempts: int
+
+
+class RunStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def claim_turns(
+        self, owner: str, limit: int, now: datetime, lease: timedelta
+    ) -> list[TurnJob]:
+        """Lease up to `limit` due turn jobs, oldest first, at most one per task at a time."""
+        earlier = jobs.alias("earlier")
+        blocked = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.lock_key == jobs.c.lock_key,
+                earlier.c.id < jobs.c.id,
+                earlier.c.status.in_(("queued", "running")),
+            )
+            .exists()
+        )
+        query = (
+            sa.select(jobs.c.id, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
+            .where(
+                jobs.c.kind == TURN_JOB,
+                jobs.c.status == "queued",
+                jobs.c.run_after <= now,
+                ~blocked,
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        if not self._db.is_sqlite:
+            query = query.with_for_update(of=jobs, skip_locked=True)
+        async with self._db.write() as conn:
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return []
+            claimed = [
+                TurnJob(
+                    job_id=row.id,
+                    turn_id=row.ref,
+                    task_key=0,
+                    lease_token=secrets.token_hex(16),
+                    attempts=row.attempts + 1,
+                    max_attempts=row.max_attempts,
+                )
+                for row in rows
+            ]
+            for job in claimed:
+                await conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job.job_id)
+                    .values(
+                        status="running",
+                        attempts=job.attempts,
+                        lease_owner=owner,
+                        lease_token=job.lease_token,
+                        lease_expires_at=now + lease,
+                    )
+                )
+            turn_ids = [job.turn_id for job in claimed]
+            await conn.execute(
+                turns.update()
+                .where(turns.c.id.in_(turn_ids))
+                .values(
+                    status=TaskStatus.RUNNING.value,
+                    started_at=sa.func.coalesce(
+                        turns.c.started_at, sa.bindparam(None, now, type_=EpochMillis())
+                    ),
+                    attempts=turns.c.attempts + 1,
+                )
+            )
+            task_keys = {
+                row.id: row.task_key
+                for row in await conn.execute(
+                    sa.select(turns.c.id, turns.c.task_key).where(turns.c.id.in_(turn_ids))
+                )
+            }
+            await conn.execute(
+                tasks.update()
+                .where(tasks.c.key.in_(set(task_keys.values())))
+                .values(status=TaskStatus.RUNNING.value)
+            )
+        return [
+            TurnJob(
+                job.job_id,
+                job.turn_id,
+                int(task_keys[job.turn_id]),
+                job.lease_token,
+                job.attempts,
+                job.max_attempts,
+            )
+            for job in claimed
+        ]
+
+    async def extend_leases(self, owner: str, now: datetime, lease: timedelta) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                jobs.update()
+                .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
+                .values(lease_expires_at=now + lease)
+            )
+
+    async def load_context(self, job: TurnJob) -> TurnContext:
+        """The worker, task, turn and earlier completed turns' model messages of a claimed job."""
+        async with self._db.read() as conn:
+            turn_row = (await conn.execute(sa.select(turns).where(turns.c.id == job.turn_id))).one()
+            task_row = (
+                await conn.execute(sa.select(tasks).where(tasks.c.key == turn_row.task_key))
+            ).one()
+            worker_row = (
+                await conn.execute(sa.select(workers).where(workers.c.id == task_row.worker_id))
+            ).first()
+            if worker_row is None:
+                raise NotFoundError(f"worker {task_row.worker_id} not found")
+            history = await conn.execute(
+                sa.select(turns.c.model_messages)
+                .where(
+                    turns.c.task_key == turn_row.task_key,
+                    turns.c.seq < turn_row.seq,
+                    turns.c.status == TaskStatus.COMPLETED.value,
+                    turns.c.model_messages.is_not(None),
+                )
+                .order_by(turns.c.seq)
+            )
+            return TurnContext(
+                worker=worker_from_row(worker_row),
+                task=task_from_row(task_row),
+                turn=turn_from_row(turn_row),
+                history=[bytes(blob) for (blob,) in history],
+            )
+
+    async def append_events(
+        self, job: TurnJob, bodies: Sequence[str], now: datetime, lease: timedelta
+    ) -> int:
+        """Append chunks to the task's log (and extend the lease); returns the last sequence."""
+        async with self._db.write() as conn:
+            await _fence(conn, job, lease_expires_at=now + lease)
+            return await _append(conn, job.task_key, job.turn_id, bodies)
+
+    async def finish_turn(
+        self,
+        job: TurnJob,
+        outcome: TurnOutcome,
+        final_bodies: Sequence[str],
+        now: datetime,
+        *,
+        title: str | None = None,
+    ) -> None:
+        """Record the outcome, close the job, bill the organization, in one transaction."""
+        async with self._db.write() as conn:
+            await _fence(conn, job, status="done", finished_at=now)
+            await _append(conn, job.task_key, job.turn_id, final_bodies)
+            await _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
+
+    async def expired_jobs(self, now: datetime, *, every_running: bool = False) -> list[ExpiredJob]:
+        """Running jobs past their lease (or every running job, when no runner can be alive)."""
+        condition = jobs.c.status == "running"
+        if not every_running:
+            condition = sa.and_(condition, jobs.c.lease_expires_at < now)
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
+                .where(condition)
+                .order_by(jobs.c.id)
+            )
+            return [ExpiredJob(*row) for row in rows]
+
+    async def requeue(self, expired: ExpiredJob, now: datetime, reason: str) -> bool:
+        """Put an interrupted job back in the queue; False if someone else already handled it."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == expired.job_id,
+                    jobs.c.status == "running",
+                    jobs.c.attempts == expired.attempts,
+                )
+                .values(
+                    status="queued",
+                    run_after=now,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    last_error=reason,
+                )
+            )
+            if result.rowcount == 0:
+                return False
+            if expired.kind == TURN_JOB:
+                await conn.execute(
+                    turns.update()
+                    .where(turns.c.id == expired.ref)
+                    .values(status=TaskStatus.PENDING.value)
+                )
+            return True
+
+    async def fail_turn(
+        self, expired: ExpiredJob, outcome: TurnOutcome, final_bodies: Sequence[str], now: datetime
+    ) -> bool:
+        """Give up on an interrupted turn job for good, recording why; False if already handled."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == expired.job_id,
+                    jobs.c.status == "running",
+                    jobs.c.attempts == expired.attempts,
+                )
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    last_error=outcome.error.message if outcome.error else None,
+                )
+            )
+            if result.rowcount == 0:
+                return False
+            task_key = (
+                await conn.execute(sa.select(turns.c.task_key).where(turns.c.id == expired.ref))
+            ).scalar_one()
+            await _append(conn, task_key, expired.ref, final_bodies)
+            await _record_outcome(conn, expired.ref, task_key, outcome, now)
+            return True
+
+
+async def _fence(conn: AsyncConnection, job: TurnJob, **values: object) -> None:
+    result = await conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.id == job.job_id,
+            jobs.c.lease_token == job.lease_token,
+            jobs.c.status == "running",
+        )
+        .values(**values)
+    )
+    if result.rowcount == 0:
+        raise LeaseLostError(f"turn {job.turn_id}: this run no longer holds its job")
+
+
+async def _append(conn: AsyncConnection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
+    last = int(
+        (
+            await conn.execute(
+                tasks.update()
+                .where(tasks.c.key == task_key)
+                .values(event_seq=tasks.c.event_seq + len(bodies))
+                .returning(tasks.c.event_seq)
+            )
+        ).scalar_one()
+    )
+    if not bodies:
+        return last
+    first = last - len(bodies) + 1
+    await conn.execute(
+        task_events.insert(),
+        [
+            {"task_key": task_key, "seq": first + offset, "turn_id": turn_id, "body": body}
+            for offset, body in enumerate(bodies)
+        ],
+    )
+    await conn.execute(
+        turns.update()
+        .where(turns.c.id == turn_id, turns.c.first_event_seq.is_(None))
+        .values(first_event_seq=first)
+    )
+    return last
+
+
+async def _record_outcome(
+    conn: AsyncConnection,
+    turn_id: str,
+    task_key: int,
+    outcome: TurnOutcome,
+    now: datetime,
+    *,
+    title: str | None = None,
+) -> None:
+    usage = outcome.usage
+    seq = (
+        await conn.execute(
+            turns.update()
+            .where(turns.c.id == turn_id)
+            .values(
+                status=outcome.status.value,
+                output_text=outcome.output_text,
+                structured_output=outcome.structured_output,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                requests=usage.requests,
+                tool_calls=usage.tool_calls,
+                credits=usage.credits,
+                duration_ms=outcome.duration_ms,
+                error=None if outcome.error is None else asdict(outcome.error),
+                incomplete_reason=outcome.incomplete_reason,
+                model_messages=outcome.model_messages,
+                ui_message=outcome.ui_message,
+                completed_at=now,
+            )
+            .returning(turns.c.seq)
+        )
+    ).scalar_one()
+    later_pending = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(turns)
+            .where(turns.c.task_key == task_key, turns.c.seq > seq)
+        )
+    ).scalar_one()
+    task_values: dict[str, object] = {
+        "total_credits": tasks.c.total_credits + usage.credits,
+        "total_duration_ms": tasks.c.total_duration_ms + outcome.duration_ms,
+    }
+    if later_pending:
+        task_values["status"] = TaskStatus.PENDING.value
+    else:
+        task_values.update(status=outcome.status.value, completed_at=now)
+    if title:
+        task_values["title"] = title
+    organization_id = (
+        await conn.execute(
+            tasks.update()
+            .where(tasks.c.key == task_key)
+            .values(**task_values)
+            .returning(tasks.c.organization_id)
+        )
+    ).scalar_one()
+    if usage.credits:
+        await conn.execute(
+            organizations.update()
+            .where(
+                organizations.c.id == organization_id, organizations.c.credit_balance.is_not(None)
+            )
+            .values(credit_balance=organizations.c.credit_balance - usage.credits)
+        )

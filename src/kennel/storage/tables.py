@@ -1,0 +1,187 @@
+"""SQLAlchemy Core tables; Alembic migrations (storage/migrations) create them. Keep both in step."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+
+class EpochMillis(sa.TypeDecorator[datetime]):
+    """Timestamps as epoch milliseconds: the same on SQLite and PostgreSQL, cheap to compare."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(value.timestamp() * 1000)
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("credit_balance", sa.BigInteger, nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.UniqueConstraint("organization_id", "email"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("revoked_at", EpochMillis, nullable=True),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False, index=True),
+    sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("instructions", sa.Text, nullable=False),
+    sa.Column("summary", sa.String(80), nullable=False),
+    sa.Column("output_schema", JSON, nullable=True),
+    sa.Column("visibility", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("updated_at", EpochMillis, nullable=False),
+    sa.Column("deleted_at", EpochMillis, nullable=True),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("key", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", sa.String(128), nullable=False),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("triggered_by", sa.String(16), nullable=False),
+    sa.Column("created_by_user_id", sa.String(32), nullable=True),
+    sa.Column("metadata", JSON, nullable=False),
+    sa.Column("event_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("turn_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total_credits", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("total_duration_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("completed_at", EpochMillis, nullable=True),
+    sa.Column("archived_at", EpochMillis, nullable=True),
+    sa.UniqueConstraint("organization_id", "id"),
+    sa.Index("ix_tasks_worker_created", "worker_id", "created_at"),
+)
+
+turns = sa.Table(
+    "turns",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("budget", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("structured_output", JSON, nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("requests", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tool_calls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("credits", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duration_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("error", JSON, nullable=True),
+    sa.Column("incomplete_reason", sa.String(64), nullable=True),
+    sa.Column("first_event_seq", sa.BigInteger, nullable=True),
+    sa.Column("model_messages", sa.LargeBinary, nullable=True),
+    sa.Column("ui_message", JSON, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("started_at", EpochMillis, nullable=True),
+    sa.Column("completed_at", EpochMillis, nullable=True),
+    sa.UniqueConstraint("task_key", "seq"),
+)
+
+task_events = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("turn_id", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ref", sa.String(128), nullable=False),
+    sa.Column("lock_key", sa.String(160), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_after", EpochMillis, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", EpochMillis, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("finished_at", EpochMillis, nullable=True),
+    sa.Index("ix_jobs_status_run_after", "status", "run_after"),
+    sa.Index("ix_jobs_lock_key_status", "lock_key", "status"),
+)
+
+workspace_files = sa.Table(
+    "workspace_files",
+    metadata,
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("media_type", sa.String(200), nullable=False),
+    sa.Column("updated_at", EpochMillis, nullable=False),
+)
+
+task_files = sa.Table(
+    "task_files",
+    metadata,
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("worker_id", sa.String(32), nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+)

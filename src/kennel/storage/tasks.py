@@ -1,0 +1,319 @@
+"""Tasks and turns: submitting a turn, reading a task's state, listing and archiving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kennel.models import (
+    Budget,
+    Submission,
+    Task,
+    TaskStatus,
+    TaskTotals,
+    TriggeredBy,
+    Turn,
+    TurnError,
+    Usage,
+    Visibility,
+    WorkspaceFile,
+)
+from kennel.storage.database import Database
+from kennel.storage.files import record_task_files, task_files_of
+from kennel.storage.tables import jobs, tasks, turns, workers
+from kennel.storage.workers import insert_worker
+
+TURN_JOB = "turn"
+
+# Every turn column but the stored model messages, which only the runner needs.
+_TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSnapshot:
+    """A task with all its turns and files, read in one consistent transaction."""
+
+    task: Task
+    turns: list[Turn]
+    files: list[WorkspaceFile]
+    event_seq: int
+
+
+class TaskStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def submit(
+        self, submission: Submission, now: datetime, accept_existing: Callable[[Task], None]
+    ) -> tuple[Task, Turn, int]:
+        """Store a turn and its queued job, creating the task (and worker) when new.
+
+        `accept_existing` runs inside the transaction on an already stored task and raises to
+        refuse the turn. Returns the task, the turn and the task's event sequence number at
+        submission: every event of the new turn comes after it.
+        """
+        try:
+            return await self._submit(submission, now, accept_existing)
+        except IntegrityError:
+            # Two submissions raced to create the same task id: the loser becomes a follow-up.
+            return await self._submit(submission, now, accept_existing)
+
+    async def _submit(
+        self, submission: Submission, now: datetime, accept_existing: Callable[[Task], None]
+    ) -> tuple[Task, Turn, int]:
+        async with self._db.write() as conn:
+            # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
+            task = await _find_task(
+                conn, submission.organization_id, submission.task_id, lock=not self._db.is_sqlite
+            )
+            if task is None:
+                if submission.create_worker:
+                    await insert_worker(conn, submission.worker)
+                task = await _insert_task(conn, submission, now)
+            else:
+                accept_existing(task)
+            turn = Turn(
+                id=submission.turn_id,
+                task_key=task.key,
+                seq=task.totals.turn_count,
+                input=submission.input,
+                budget=submission.budget,
+                status=TaskStatus.PENDING,
+                output_text="",
+                structured_output=None,
+                usage=Usage(),
+                duration_ms=0,
+                created_at=now,
+                started_at=None,
+                completed_at=None,
+                error=None,
+                incomplete_reason=None,
+                first_event_seq=None,
+                ui_message=None,
+                attempts=0,
+            )
+            await conn.execute(
+                turns.insert().values(
+                    id=turn.id,
+                    task_key=task.key,
+                    seq=turn.seq,
+                    input=turn.input,
+                    budget=turn.budget.value,
+                    status=turn.status.value,
+                    created_at=now,
+                )
+            )
+            status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
+            event_seq = (
+                await conn.execute(
+                    tasks.update()
+                    .where(tasks.c.key == task.key)
+                    .values(
+                        turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None
+                    )
+                    .returning(tasks.c.event_seq)
+                )
+            ).scalar_one()
+            await conn.execute(
+                jobs.insert().values(
+                    kind=TURN_JOB,
+                    ref=turn.id,
+                    lock_key=f"task:{task.key}",
+                    status="queued",
+                    run_after=now,
+                    max_attempts=submission.max_attempts,
+                    created_at=now,
+                )
+            )
+            await record_task_files(conn, task.worker_id, task.key, submission.files, now)
+            return task, turn, int(event_seq)
+
+    async def get(self, organization_id: str, task_id: str) -> Task | None:
+        async with self._db.read() as conn:
+            return await _find_task(conn, organization_id, task_id)
+
+    async def get_turn(self, turn_id: str) -> Turn | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(sa.select(*_TURN_COLUMNS).where(turns.c.id == turn_id))
+            ).first()
+        return None if row is None else turn_from_row(row)
+
+    async def latest_for_worker(self, organization_id: str, worker_id: str) -> Task | None:
+        """The worker's most recently created task that is not archived."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(tasks)
+                    .where(
+                        tasks.c.organization_id == organization_id,
+                        tasks.c.worker_id == worker_id,
+                        tasks.c.archived_at.is_(None),
+                    )
+                    .order_by(tasks.c.created_at.desc(), tasks.c.key.desc())
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else task_from_row(row)
+
+    async def snapshot(self, task_key: int) -> TaskSnapshot:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(tasks).where(tasks.c.key == task_key))).one()
+            turn_rows = await conn.execute(
+                sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
+            )
+            task_turns = [turn_from_row(turn_row) for turn_row in turn_rows]
+            files = await task_files_of(conn, task_key)
+        return TaskSnapshot(task_from_row(row), task_turns, files, int(row.event_seq))
+
+    async def turns_of(self, task_key: int) -> list[Turn]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
+            )
+            return [turn_from_row(row) for row in rows]
+
+    async def archive(self, task_key: int, now: datetime) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                tasks.update()
+                .where(tasks.c.key == task_key, tasks.c.archived_at.is_(None))
+                .values(archived_at=now)
+            )
+
+    async def list_visible(
+        self,
+        organization_id: str,
+        user_id: str,
+        *,
+        worker_id: str | None,
+        status: TaskStatus | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[Task], int]:
+        """Unarchived tasks of live workers the user may see, newest first, with the total."""
+        conditions = [
+            tasks.c.organization_id == organization_id,
+            tasks.c.archived_at.is_(None),
+            workers.c.deleted_at.is_(None),
+            sa.or_(workers.c.visibility == Visibility.PUBLIC.value, workers.c.user_id == user_id),
+        ]
+        if worker_id is not None:
+            conditions.append(tasks.c.worker_id == worker_id)
+        if status is not None:
+            conditions.append(tasks.c.status == status.value)
+        joined = tasks.join(workers, workers.c.id == tasks.c.worker_id)
+        async with self._db.read() as conn:
+            total = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(joined).where(*conditions)
+                )
+            ).scalar_one()
+            rows = await conn.execute(
+                sa.select(tasks)
+                .select_from(joined)
+                .where(*conditions)
+                .order_by(tasks.c.created_at.desc(), tasks.c.key.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [task_from_row(row) for row in rows], int(total)
+
+
+async def _find_task(
+    conn: AsyncConnection, organization_id: str, task_id: str, *, lock: bool = False
+) -> Task | None:
+    query = sa.select(tasks).where(
+        tasks.c.organization_id == organization_id, tasks.c.id == task_id
+    )
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return None if row is None else task_from_row(row)
+
+
+async def _insert_task(conn: AsyncConnection, submission: Submission, now: datetime) -> Task:
+    key = (
+        await conn.execute(
+            tasks.insert()
+            .values(
+                id=submission.task_id,
+                organization_id=submission.organization_id,
+                worker_id=submission.worker.id,
+                title=submission.provisional_title,
+                status=TaskStatus.PENDING.value,
+                triggered_by=submission.triggered_by.value,
+                created_by_user_id=submission.created_by_user_id,
+                metadata=submission.metadata,
+                created_at=now,
+            )
+            .returning(tasks.c.key)
+        )
+    ).scalar_one()
+    return Task(
+        key=int(key),
+        id=submission.task_id,
+        organization_id=submission.organization_id,
+        worker_id=submission.worker.id,
+        title=submission.provisional_title,
+        status=TaskStatus.PENDING,
+        triggered_by=submission.triggered_by,
+        created_by_user_id=submission.created_by_user_id,
+        created_at=now,
+        completed_at=None,
+        archived_at=None,
+        metadata=submission.metadata,
+    )
+
+
+def task_from_row(row: Any) -> Task:
+    return Task(
+        key=row.key,
+        id=row.id,
+        organization_id=row.organization_id,
+        worker_id=row.worker_id,
+        title=row.title,
+        status=TaskStatus(row.status),
+        triggered_by=TriggeredBy(row.triggered_by),
+        created_by_user_id=row.created_by_user_id,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        archived_at=row.archived_at,
+        metadata=row.metadata,
+        totals=TaskTotals(row.total_credits, row.total_duration_ms, row.turn_count),
+    )
+
+
+def turn_from_row(row: Any) -> Turn:
+    return Turn(
+        id=row.id,
+        task_key=row.task_key,
+        seq=row.seq,
+        input=row.input,
+        budget=Budget(row.budget),
+        status=TaskStatus(row.status),
+        output_text=row.output_text,
+        structured_output=row.structured_output,
+        usage=Usage(
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            requests=row.requests,
+            tool_calls=row.tool_calls,
+            credits=row.credits,
+        ),
+        duration_ms=row.duration_ms,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        error=None if row.error is None else TurnError(**row.error),
+        incomplete_reason=row.incomplete_reason,
+        first_event_seq=row.first_event_seq,
+        ui_message=row.ui_message,
+        attempts=row.attempts,
+    )

@@ -1,0 +1,130 @@
+"""Workers (templates): create, read, partial update, soft delete, list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kennel.models import Visibility, Worker
+from kennel.storage.database import Database
+from kennel.storage.tables import workers
+
+_UPDATABLE = frozenset({"title", "instructions", "summary", "output_schema", "visibility", "model"})
+
+
+class WorkerStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, worker: Worker) -> None:
+        async with self._db.write() as conn:
+            await insert_worker(conn, worker)
+
+    async def get(self, organization_id: str, worker_id: str) -> Worker | None:
+        """A live (not deleted) worker of the organization, or None."""
+        async with self._db.read() as conn:
+            return await find_worker(conn, organization_id, worker_id)
+
+    async def update(
+        self, organization_id: str, worker_id: str, changes: dict[str, Any], now: datetime
+    ) -> Worker | None:
+        """Apply only the given fields; returns the updated worker, or None if it is gone."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                workers.update()
+                .where(_live(organization_id, worker_id))
+                .values(**_encode(changes), updated_at=now)
+            )
+            if result.rowcount == 0:
+                return None
+            return await find_worker(conn, organization_id, worker_id)
+
+    async def delete(self, organization_id: str, worker_id: str, now: datetime) -> bool:
+        """Soft delete: the row and everything under it stay stored."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                workers.update().where(_live(organization_id, worker_id)).values(deleted_at=now)
+            )
+        return result.rowcount > 0
+
+    async def list_visible(
+        self, organization_id: str, user_id: str, *, offset: int, limit: int
+    ) -> tuple[list[Worker], int]:
+        """Live workers the user may see, newest first, with the total count."""
+        visible = sa.and_(
+            workers.c.organization_id == organization_id,
+            workers.c.deleted_at.is_(None),
+            sa.or_(workers.c.visibility == Visibility.PUBLIC.value, workers.c.user_id == user_id),
+        )
+        async with self._db.read() as conn:
+            total = (
+                await conn.execute(sa.select(sa.func.count()).select_from(workers).where(visible))
+            ).scalar_one()
+            rows = await conn.execute(
+                sa.select(workers)
+                .where(visible)
+                .order_by(workers.c.created_at.desc(), workers.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [worker_from_row(row) for row in rows], int(total)
+
+
+def _live(organization_id: str, worker_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        workers.c.id == worker_id,
+        workers.c.organization_id == organization_id,
+        workers.c.deleted_at.is_(None),
+    )
+
+
+def _encode(changes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: value.value if isinstance(value, Visibility) else value
+        for name, value in changes.items()
+    }
+
+
+async def insert_worker(conn: AsyncConnection, worker: Worker) -> None:
+    await conn.execute(
+        workers.insert().values(
+            id=worker.id,
+            organization_id=worker.organization_id,
+            user_id=worker.user_id,
+            title=worker.title,
+            instructions=worker.instructions,
+            summary=worker.summary,
+            output_schema=worker.output_schema,
+            visibility=worker.visibility.value,
+            model=worker.model,
+            created_at=worker.created_at,
+            updated_at=worker.updated_at,
+        )
+    )
+
+
+async def find_worker(conn: AsyncConnection, organization_id: str, worker_id: str) -> Worker | None:
+    row = (await conn.execute(sa.select(workers).where(_live(organization_id, worker_id)))).first()
+    return None if row is None else worker_from_row(row)
+
+
+def worker_from_row(row: Any) -> Worker:
+    return Worker(
+        id=row.id,
+        organization_id=row.organization_id,
+        user_id=row.user_id,
+        title=row.title,
+        instructions=row.instructions,
+        summary=row.summary,
+        output_schema=row.output_schema,
+        visibility=Visibility(row.visibility),
+        model=row.model,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

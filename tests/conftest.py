@@ -1,0 +1,72 @@
+"""Shared fixtures: databases for both backends, the fake model server, a clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from databases import drop_template, postgres_url, sqlite_url
+from fakellm import FakeLLM
+from kennel.storage import Database, Store
+
+
+class FakeClock:
+    """A clock that only moves when a test moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.moment = start or datetime(2026, 5, 11, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_template() -> Iterator[None]:
+    yield
+    asyncio.run(drop_template())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    async with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    store = Store(Database(database_url))
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_llm(request: pytest.FixtureRequest) -> None:
+    if "llm" in request.fixturenames:
+        request.getfixturevalue("llm").reset()

@@ -1,0 +1,343 @@
+"""Storage contract: every test runs against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from conftest import FakeClock
+from kennel import ids
+from kennel.errors import ConflictError, LeaseLostError
+from kennel.models import (
+    Budget,
+    Submission,
+    Task,
+    TaskStatus,
+    TriggeredBy,
+    TurnError,
+    TurnOutcome,
+    Usage,
+    Visibility,
+    Worker,
+    WorkspaceFile,
+)
+from kennel.storage import Store
+
+LEASE = timedelta(seconds=30)
+
+
+async def _member(store: Store, clock: FakeClock, email: str = "ada@example.com"):
+    return await store.auth.ensure_member("acme", email, clock.now())
+
+
+def _worker(org_id: str, user_id: str, clock: FakeClock, **changes: object) -> Worker:
+    worker = Worker(
+        id=ids.worker_id(),
+        organization_id=org_id,
+        user_id=user_id,
+        title="Rex",
+        instructions="Be helpful.",
+        summary="",
+        output_schema=None,
+        visibility=Visibility.PUBLIC,
+        model=None,
+        created_at=clock.now(),
+        updated_at=clock.now(),
+    )
+    return replace(worker, **changes)
+
+
+def _submission(worker: Worker, task_id: str, text: str = "hello", **changes: object) -> Submission:
+    submission = Submission(
+        organization_id=worker.organization_id,
+        task_id=task_id,
+        worker=worker,
+        input=text,
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title=text[:80],
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    return replace(submission, **changes)
+
+
+def _accept(task: Task) -> None:
+    return None
+
+
+async def _stored_worker(store: Store, clock: FakeClock, **changes: object) -> Worker:
+    org, user = await _member(store, clock)
+    worker = _worker(org.id, user.id, clock, **changes)
+    await store.workers.create(worker)
+    return worker
+
+
+async def test_members_and_keys(store: Store, clock: FakeClock) -> None:
+    org, user = await _member(store, clock)
+    again_org, again_user = await _member(store, clock)
+    assert (again_org.id, again_user.id) == (org.id, user.id)
+    _, other = await _member(store, clock, "bob@example.com")
+    assert other.id != user.id and other.organization_id == org.id
+
+    key_id = await store.auth.create_api_key(user, "a" * 64, "hdg_abcd", clock.now())
+    principal = await store.auth.principal_for("a" * 64)
+    assert principal is not None
+    assert (principal.organization_id, principal.user_id, principal.key_id) == (
+        org.id,
+        user.id,
+        key_id,
+    )
+    assert await store.auth.principal_for("b" * 64) is None
+    assert await store.auth.count_api_keys() == 1
+
+
+async def test_worker_update_distinguishes_absent_and_null(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock, output_schema={"type": "object"})
+    clock.advance(5)
+    updated = await store.workers.update(
+        worker.organization_id, worker.id, {"title": "Fido"}, clock.now()
+    )
+    assert updated is not None
+    assert updated.title == "Fido" and updated.output_schema == {"type": "object"}
+    assert updated.updated_at > worker.updated_at
+    cleared = await store.workers.update(
+        worker.organization_id, worker.id, {"output_schema": None}, clock.now()
+    )
+    assert cleared is not None and cleared.output_schema is None
+
+
+async def test_deleted_worker_is_gone_but_kept(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    assert await store.workers.delete(worker.organization_id, worker.id, clock.now())
+    assert await store.workers.get(worker.organization_id, worker.id) is None
+    assert not await store.workers.delete(worker.organization_id, worker.id, clock.now())
+    assert (
+        await store.workers.update(worker.organization_id, worker.id, {"title": "x"}, clock.now())
+        is None
+    )
+
+
+async def test_private_workers_are_listed_only_to_their_creator(
+    store: Store, clock: FakeClock
+) -> None:
+    org, ada = await _member(store, clock)
+    _, bob = await _member(store, clock, "bob@example.com")
+    public = _worker(org.id, ada.id, clock)
+    private = _worker(org.id, ada.id, clock, visibility=Visibility.PRIVATE)
+    for worker in (public, private):
+        await store.workers.create(worker)
+    ada_sees, ada_total = await store.workers.list_visible(org.id, ada.id, offset=0, limit=50)
+    bob_sees, bob_total = await store.workers.list_visible(org.id, bob.id, offset=0, limit=50)
+    assert {w.id for w in ada_sees} == {public.id, private.id} and ada_total == 2
+    assert [w.id for w in bob_sees] == [public.id] and bob_total == 1
+
+
+async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    task, turn, seq = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    assert (task.id, task.status, turn.seq, seq) == ("tsk_1", TaskStatus.PENDING, 0, 0)
+
+    follow_task, follow, _ = await store.tasks.submit(
+        _submission(worker, "tsk_1", "and then?"), clock.now(), _accept
+    )
+    assert follow_task.key == task.key and follow.seq == 1
+    snapshot = await store.tasks.snapshot(task.key)
+    assert [t.input for t in snapshot.turns] == ["hello", "and then?"]
+    assert snapshot.task.totals.turn_count == 2
+
+
+async def test_submit_refused_by_the_rule_stores_nothing(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    task, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+
+    def refuse(existing: Task) -> None:
+        raise ConflictError("no")
+
+    with pytest.raises(ConflictError):
+        await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), refuse)
+    assert len((await store.tasks.snapshot(task.key)).turns) == 1
+
+
+async def test_task_ids_are_per_organization(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    other_org, other_user = await store.auth.ensure_member("globex", "x@globex.com", clock.now())
+    other_worker = _worker(other_org.id, other_user.id, clock)
+    await store.workers.create(other_worker)
+    mine, _, _ = await store.tasks.submit(_submission(worker, "tsk_same"), clock.now(), _accept)
+    theirs, _, _ = await store.tasks.submit(
+        _submission(other_worker, "tsk_same"), clock.now(), _accept
+    )
+    assert mine.key != theirs.key
+    assert (await store.tasks.get(worker.organization_id, "tsk_same")).key == mine.key
+
+
+async def test_racing_submissions_of_one_new_task_id_become_two_turns(
+    store: Store, clock: FakeClock
+) -> None:
+    worker = await _stored_worker(store, clock)
+    results = await asyncio.gather(
+        *(
+            store.tasks.submit(_submission(worker, "tsk_race"), clock.now(), _accept)
+            for _ in range(4)
+        )
+    )
+    assert len({task.key for task, _, _ in results}) == 1
+    assert sorted(turn.seq for _, turn, _ in results) == [0, 1, 2, 3]
+
+
+async def test_turns_of_one_task_are_claimed_strictly_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    worker = await _stored_worker(store, clock)
+    _, first, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
+    _, second, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
+    _, other, _ = await store.tasks.submit(_submission(worker, "tsk_b"), clock.now(), _accept)
+
+    claimed = await store.runs.claim_turns("r1", 10, clock.now(), LEASE)
+    assert [job.turn_id for job in claimed] == [first.id, other.id]
+    assert await store.runs.claim_turns("r1", 10, clock.now(), LEASE) == []
+
+    job = claimed[0]
+    await store.runs.finish_turn(
+        job, TurnOutcome(status=TaskStatus.COMPLETED, output_text="hi"), [], clock.now()
+    )
+    again = await store.runs.claim_turns("r1", 10, clock.now(), LEASE)
+    assert [job.turn_id for job in again] == [second.id]
+
+
+async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    assert job.task_key == task.key and job.attempts == 1
+    assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
+    assert await store.runs.append_events(job, ["{}", "{}"], clock.now(), LEASE) == 3
+    events = await store.events.after(task.key, 1)
+    assert [e.seq for e in events] == [2, 3] and {e.turn_id for e in events} == {turn.id}
+    assert (await store.tasks.get_turn(turn.id)).first_event_seq == 1
+
+    clock.advance(31)
+    [expired] = await store.runs.expired_jobs(clock.now())
+    assert await store.runs.requeue(expired, clock.now(), "lease expired")
+    with pytest.raises(LeaseLostError):
+        await store.runs.append_events(job, ["{}"], clock.now(), LEASE)
+    with pytest.raises(LeaseLostError):
+        await store.runs.finish_turn(job, TurnOutcome(status=TaskStatus.COMPLETED), [], clock.now())
+    [retry] = await store.runs.claim_turns("r2", 1, clock.now(), LEASE)
+    assert retry.turn_id == turn.id and retry.attempts == 2
+    assert not await store.runs.requeue(expired, clock.now(), "stale")
+
+
+async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    await store.auth.set_credit_balance(worker.organization_id, 100)
+    task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    outcome = TurnOutcome(
+        status=TaskStatus.COMPLETED,
+        output_text="done",
+        structured_output={"a": 1},
+        usage=Usage(input_tokens=1500, output_tokens=20, requests=1, tool_calls=0, credits=2),
+        duration_ms=1234,
+        model_messages=b"[]",
+        ui_message={"id": "m", "role": "assistant", "parts": []},
+    )
+    clock.advance(2)
+    await store.runs.finish_turn(job, outcome, ['{"type":"finish"}'], clock.now(), title="Greeting")
+    snapshot = await store.tasks.snapshot(task.key)
+    stored = snapshot.turns[0]
+    assert (stored.status, stored.output_text, stored.structured_output) == (
+        TaskStatus.COMPLETED,
+        "done",
+        {"a": 1},
+    )
+    assert stored.usage.input_tokens == 1500 and stored.usage.credits == 2
+    assert stored.completed_at == clock.now() and stored.ui_message["id"] == "m"
+    assert snapshot.task.status is TaskStatus.COMPLETED and snapshot.task.title == "Greeting"
+    assert snapshot.task.totals.credits == 2 and snapshot.task.totals.duration_ms == 1234
+    assert snapshot.event_seq == 1
+    assert (await store.auth.get_organization(worker.organization_id)).credit_balance == 98
+
+
+async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    await store.runs.finish_turn(
+        job, TurnOutcome(status=TaskStatus.COMPLETED, model_messages=b"[1]"), [], clock.now()
+    )
+    await store.tasks.submit(_submission(worker, "tsk_1", "more"), clock.now(), _accept)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    context = await store.runs.load_context(job)
+    assert context.turn.input == "more" and context.history == [b"[1]"]
+    assert context.worker.id == worker.id and context.task.status is TaskStatus.RUNNING
+
+
+async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    [expired] = await store.runs.expired_jobs(clock.now(), every_running=True)
+    failed = TurnOutcome(
+        status=TaskStatus.ERROR, error=TurnError("interrupted", "the server stopped")
+    )
+    assert await store.runs.fail_turn(expired, failed, ['{"type":"error"}'], clock.now())
+    assert not await store.runs.fail_turn(expired, failed, [], clock.now())
+    snapshot = await store.tasks.snapshot(task.key)
+    assert snapshot.task.status is TaskStatus.ERROR
+    assert snapshot.turns[0].error == TurnError("interrupted", "the server stopped")
+    assert await store.runs.claim_turns("r1", 1, clock.now(), LEASE) == []
+
+
+async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
+    task, _, _ = await store.tasks.submit(
+        _submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
+    )
+    bigger = replace(report, size=40)
+    await store.tasks.submit(_submission(worker, "tsk_1", files=(bigger,)), clock.now(), _accept)
+    assert (await store.tasks.snapshot(task.key)).files == [bigger]
+    assert await store.files.get(worker.id, "docs/report.md") == bigger
+    assert await store.files.get(worker.id, "nope") is None
+
+
+async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    kept, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    clock.advance(1)
+    gone, _, _ = await store.tasks.submit(_submission(worker, "tsk_2"), clock.now(), _accept)
+    await store.tasks.archive(gone.key, clock.now())
+    listed, total = await store.tasks.list_visible(
+        worker.organization_id, worker.user_id, worker_id=None, status=None, offset=0, limit=50
+    )
+    assert [t.id for t in listed] == ["tsk_1"] and total == 1
+    none, total = await store.tasks.list_visible(
+        worker.organization_id,
+        worker.user_id,
+        worker_id=worker.id,
+        status=TaskStatus.COMPLETED,
+        offset=0,
+        limit=50,
+    )
+    assert none == [] and total == 0
+    assert (await store.tasks.get(worker.organization_id, "tsk_2")).archived_at is not None
+    assert (await store.tasks.latest_for_worker(worker.organization_id, worker.id)).key == kept.key
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_concurrent_claimers_never_share_a_job(store: Store, clock: FakeClock) -> None:
+    worker = await _stored_worker(store, clock)
+    for number in range(40):
+        await store.tasks.submit(_submission(worker, f"tsk_{number}"), clock.now(), _accept)
+    batches = await asyncio.gather(
+        *(store.runs.claim_turns(f"r{n}", 7, clock.now(), LEASE) for n in range(8))
+    )
+    claimed = [job.turn_id for batch in batches for job in batch]
+    assert len(claimed) == len(set(claimed)) == 40
