@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables; Alembic migrations (storage/migrations) create them. Keep both in step."""
+"""SQLAlchemy Core tables. The Alembic migrations create them: keep both in step."""
 
 from __future__ import annotations
 
