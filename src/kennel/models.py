@@ -226,3 +226,20 @@ class Submission:
     max_attempts: int
     create_worker: bool = False
     files: tuple[WorkspaceFile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCaps:
+    """What one turn may spend (spec §16.8); None means no cap of that kind."""
+
+    requests: int | None
+    tool_calls: int | None
+    tokens: int | None
+
+
+BUDGET_CAPS: dict[Budget, BudgetCaps] = {
+    Budget.LOW: BudgetCaps(requests=4, tool_calls=2, tokens=30_000),
+    Budget.STANDARD: BudgetCaps(requests=12, tool_calls=10, tokens=150_000),
+    Budget.HIGH: BudgetCaps(requests=50, tool_calls=60, tokens=1_000_000),
+    Budget.UNLIMITED: BudgetCaps(requests=None, tool_calls=None, tokens=None),
+}

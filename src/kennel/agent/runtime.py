@@ -1,0 +1,183 @@
+"""Runs one turn of a worker with pydantic-ai and reports it as UI stream chunks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft7Validator
+from pydantic_ai import Agent, ModelRetry, StructuredDict
+from pydantic_ai.agent import AgentRunEvents
+from pydantic_ai.exceptions import UserError
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RunUsage, UsageLimits
+
+from kennel.agent.failures import BUDGET_EXHAUSTED
+from kennel.agent.messages import UIMessageBuilder
+from kennel.agent.models import ModelCatalog
+from kennel.agent.stream import Chunk, TurnEventStream, to_chunk
+from kennel.models import BudgetCaps, JSONObject, TurnError, Usage
+
+logger = logging.getLogger(__name__)
+
+TITLE_INSTRUCTIONS = (
+    "Write a short title (at most eight words) for the request below. "
+    "Answer with the title only, without quotes."
+)
+TITLE_MAX_LENGTH = 200
+STRUCTURED_AGENTS_KEPT = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    model_name: str
+    instructions: str
+    output_schema: JSONObject | None
+    input: str
+    history: list[bytes]
+    caps: BudgetCaps
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    output_text: str
+    structured_output: JSONObject | None
+    usage: Usage
+    model_messages: bytes | None
+    ui_message: JSONObject
+    error: TurnError | None = None
+    incomplete_reason: str | None = None
+
+
+class AgentRuntime:
+    """Runs turns and side requests (task titles) on the configured models."""
+
+    def __init__(self, catalog: ModelCatalog, *, model_timeout: float) -> None:
+        self._catalog = catalog
+        self._settings = ModelSettings(timeout=model_timeout)
+        self._agent: Agent[None, str] = Agent()
+        self._structured: OrderedDict[str, Agent[None, JSONObject]] = OrderedDict()
+        self._titles: Agent[None, str] = Agent(instructions=TITLE_INSTRUCTIONS)
+
+    async def run_turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnResult:
+        """Run the agent loop for one turn, handing every chunk to `emit` as it happens."""
+        builder = UIMessageBuilder(request.message_id)
+        stream = TurnEventStream(
+            run_input=None, sdk_version=6, server_message_id=request.message_id
+        )
+        schema = request.output_schema
+        agent: Agent[None, Any] = self._agent if schema is None else self._structured_agent(schema)
+        async with agent.run_stream_events(
+            request.input,
+            message_history=_decode_history(request.history),
+            model=await self._catalog.get(request.model_name),
+            instructions=request.instructions or None,
+            model_settings=self._settings,
+            usage_limits=_limits(request.caps),
+        ) as events:
+            async for library_chunk in stream.transform_stream(events):
+                chunk = to_chunk(library_chunk)
+                if chunk is not None:
+                    builder.add(chunk)
+                    emit(chunk)
+            result = events.result
+            usage = _run_usage(events)
+            new_messages = events.new_messages() if result is not None else None
+        ui_message = builder.message()
+        if result is None:
+            failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")
+            text = _text_of(ui_message)
+            if failure.code == BUDGET_EXHAUSTED:
+                return TurnResult(text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED)
+            return TurnResult(text, None, usage, None, ui_message, failure)
+        output = result.output
+        structured = dict(output) if schema is not None else None
+        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+        messages = ModelMessagesTypeAdapter.dump_json(new_messages or [])
+        return TurnResult(text, structured, usage, messages, ui_message)
+
+    def _structured_agent(self, schema: JSONObject) -> Agent[None, JSONObject]:
+        """An agent whose answers must match `schema`; re-asked (up to 3 times) until they do."""
+        key = json.dumps(schema, sort_keys=True)
+        agent = self._structured.get(key)
+        if agent is not None:
+            self._structured.move_to_end(key)
+            return agent
+        output_type = StructuredDict(schema, name="final_result")
+        agent = Agent(output_type=output_type, retries={"output": 3})
+        agent.output_validator(_schema_validator(Draft7Validator(schema)))
+        self._structured[key] = agent
+        if len(self._structured) > STRUCTURED_AGENTS_KEPT:
+            self._structured.popitem(last=False)
+        return agent
+
+    async def title_for(self, model_name: str, text: str) -> tuple[str | None, Usage]:
+        """A short task title written by the model; None (and no usage) if it fails."""
+        try:
+            result = await self._titles.run(
+                text[:4000],
+                model=await self._catalog.get(model_name),
+                model_settings=self._settings,
+                usage_limits=UsageLimits(request_limit=1),
+            )
+        except Exception:
+            logger.warning("title generation failed", exc_info=True)
+            return None, Usage()
+        title = result.output.strip().removeprefix("Title:").strip().strip("\"'").strip()
+        return (title[:TITLE_MAX_LENGTH] or None), _usage(result.usage)
+
+
+def _schema_validator(validator: Draft7Validator) -> Callable[[JSONObject], JSONObject]:
+    def validate(output: JSONObject) -> JSONObject:
+        problems = [
+            f"{'/'.join(str(step) for step in error.absolute_path) or '(root)'}: {error.message}"
+            for error in validator.iter_errors(output)
+        ]
+        if problems:
+            raise ModelRetry(
+                "The answer does not match the required JSON schema: " + "; ".join(problems[:10])
+            )
+        return output
+
+    return validate
+
+
+def _limits(caps: BudgetCaps) -> UsageLimits:
+    return UsageLimits(
+        request_limit=caps.requests,
+        tool_calls_limit=caps.tool_calls,
+        total_tokens_limit=caps.tokens,
+    )
+
+
+def _decode_history(history: list[bytes]) -> list[ModelMessage]:
+    messages: list[ModelMessage] = []
+    for blob in history:
+        messages.extend(ModelMessagesTypeAdapter.validate_json(blob))
+    return messages
+
+
+def _run_usage(events: AgentRunEvents[Any]) -> Usage:
+    try:
+        return _usage(events.usage)
+    except UserError:  # the run failed before it started: nothing was spent
+        return Usage()
+
+
+def _usage(usage: RunUsage) -> Usage:
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        requests=usage.requests,
+        tool_calls=usage.tool_calls,
+    )
+
+
+def _text_of(message: JSONObject) -> str:
+    return "".join(part["text"] for part in message["parts"] if part["type"] == "text")
