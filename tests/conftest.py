@@ -11,6 +11,7 @@ import pytest
 
 from databases import drop_template, postgres_url, sqlite_url
 from fakellm import FakeLLM
+from kennelapp import Api, kennel_api, settings_for
 from kennel.storage import Database, Store
 
 
@@ -70,3 +71,9 @@ def llm() -> Iterator[FakeLLM]:
 def _fresh_llm(request: pytest.FixtureRequest) -> None:
     if "llm" in request.fixturenames:
         request.getfixturevalue("llm").reset()
+
+
+@pytest.fixture
+async def api(tmp_path: Path, llm: FakeLLM) -> AsyncIterator[Api]:
+    async with kennel_api(settings_for(tmp_path, llm)) as running_api:
+        yield running_api

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     keepalive_seconds: float = Field(default=15.0, gt=0, le=20)
     model_timeout_seconds: float = Field(default=300.0, gt=0)
 
+    unlimited_max_requests: int = Field(default=200, ge=1)
+    unlimited_max_tool_calls: int = Field(default=500, ge=0)
+    unlimited_max_tokens: int = Field(default=5_000_000, ge=1)
+
     rate_limit_per_second: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
 

@@ -65,3 +65,9 @@ class LeaseLostError(KennelError):
     """A runner wrote for a job it no longer holds; its writes are refused."""
 
     code = "lease_lost"
+
+
+class DatabaseInUseError(KennelError):
+    """Another process already serves this SQLite database."""
+
+    code = "database_in_use"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 JSONObject = dict[str, Any]
+T = TypeVar("T")
 
 
 class Budget(StrEnum):
@@ -243,3 +244,11 @@ BUDGET_CAPS: dict[Budget, BudgetCaps] = {
     Budget.HIGH: BudgetCaps(requests=50, tool_calls=60, tokens=1_000_000),
     Budget.UNLIMITED: BudgetCaps(requests=None, tool_calls=None, tokens=None),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    page: int
+    page_count: int
+    total_count: int

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from kennel.errors import DatabaseInUseError
+from kennel.storage.wakeups import CHANNEL, Wakeups
+
+_TOPICS = "kennel_topics"
 
 
 class Database:
@@ -18,6 +24,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.wakeups = Wakeups()
         if self.is_sqlite:
             _ensure_sqlite_folder(url)
             self._writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
@@ -36,7 +43,23 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One read-write transaction, committed when the block exits without error."""
         async with self._writer.begin() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                topics: set[str] | None = conn.info.pop(_TOPICS, None)
+        for topic in topics or ():
+            self.wakeups.publish_local(topic)
+
+    async def publish(self, conn: AsyncConnection, *topics: str) -> None:
+        """Wake the waiters of `topics` once this transaction commits, in every process."""
+        if self.is_sqlite:
+            conn.info.setdefault(_TOPICS, set()).update(topics)
+        else:
+            await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
+
+    async def start_listening(self) -> None:
+        if not self.is_sqlite:
+            await self.wakeups.listen(self.url)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -45,6 +68,7 @@ class Database:
             yield conn
 
     async def close(self) -> None:
+        await self.wakeups.close()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
@@ -83,3 +107,35 @@ def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
         conn.exec_driver_sql(begin)
 
     return engine
+
+
+class ProcessLock:
+    """One Kennel process per SQLite database: SQLite has a single writer, and the runner
+    treats every running job it finds at start as abandoned, which is only true if it is alone."""
+
+    def __init__(self, handle: TextIO | None) -> None:
+        self._handle = handle
+
+    @classmethod
+    def for_database(cls, database: Database) -> ProcessLock:
+        path = sa.engine.make_url(database.url).database
+        if not database.is_sqlite or not path or path == ":memory:":
+            return cls(None)
+        lock_path = Path(f"{path}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise DatabaseInUseError(
+                f"another Kennel process is serving {path}; stop it first, or use PostgreSQL "
+                "(KENNEL_DATABASE_URL) to run several processes"
+            ) from None
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -27,6 +27,7 @@ from kennel.storage.tables import (
     workers,
 )
 from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
+from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import worker_from_row
 
 
@@ -175,6 +176,7 @@ class RunStore:
         """Append chunks to the task's log (and extend the lease); returns the last sequence."""
         async with self._db.write() as conn:
             await _fence(conn, job, lease_expires_at=now + lease)
+            await self._db.publish(conn, task_topic(job.task_key))
             return await _append(conn, job.task_key, job.turn_id, bodies)
 
     async def finish_turn(
@@ -191,6 +193,32 @@ class RunStore:
             await _fence(conn, job, status="done", finished_at=now)
             await _append(conn, job.task_key, job.turn_id, final_bodies)
             await _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
+            await self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key))
+
+    async def release(self, owner: str) -> int:
+        """Hand back this runner's jobs on a clean shutdown, without spending an attempt."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                jobs.update()
+                .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
+                .values(
+                    status="queued",
+                    attempts=jobs.c.attempts - 1,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                )
+                .returning(jobs.c.ref)
+            )
+            refs = [ref for (ref,) in result]
+            if refs:
+                await conn.execute(
+                    turns.update()
+                    .where(turns.c.id.in_(refs))
+                    .values(status=TaskStatus.PENDING.value, attempts=turns.c.attempts - 1)
+                )
+                await self._db.publish(conn, JOBS_TOPIC)
+            return len(refs)
 
     async def expired_jobs(self, now: datetime, *, every_running: bool = False) -> list[ExpiredJob]:
         """Running jobs past their lease (or every running job, when no runner can be alive)."""
@@ -226,6 +254,7 @@ class RunStore:
             )
             if result.rowcount == 0:
                 return False
+            await self._db.publish(conn, JOBS_TOPIC)
             if expired.kind == TURN_JOB:
                 await conn.execute(
                     turns.update()
@@ -262,6 +291,7 @@ class RunStore:
             ).scalar_one()
             await _append(conn, task_key, expired.ref, final_bodies)
             await _record_outcome(conn, expired.ref, task_key, outcome, now)
+            await self._db.publish(conn, JOBS_TOPIC, task_topic(task_key))
             return True
 
 

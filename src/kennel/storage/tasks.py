@@ -27,6 +27,7 @@ from kennel.models import (
 from kennel.storage.database import Database
 from kennel.storage.files import record_task_files, task_files_of
 from kennel.storage.tables import jobs, tasks, turns, workers
+from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import insert_worker
 
 TURN_JOB = "turn"
@@ -132,11 +133,17 @@ class TaskStore:
                 )
             )
             await record_task_files(conn, task.worker_id, task.key, submission.files, now)
+            await self._db.publish(conn, JOBS_TOPIC, task_topic(task.key))
             return task, turn, int(event_seq)
 
     async def get(self, organization_id: str, task_id: str) -> Task | None:
         async with self._db.read() as conn:
             return await _find_task(conn, organization_id, task_id)
+
+    async def by_key(self, task_key: int) -> Task | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(sa.select(tasks).where(tasks.c.key == task_key))).first()
+        return None if row is None else task_from_row(row)
 
     async def get_turn(self, turn_id: str) -> Turn | None:
         async with self._db.read() as conn:

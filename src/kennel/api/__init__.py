@@ -1,0 +1,1 @@
+"""HTTP: the Handinger wire format in and out. No SQL, no rules."""

@@ -1,0 +1,46 @@
+"""What handlers get from the app: the services and the authenticated caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kennel.api.wire import Wire
+from kennel.config import Settings
+from kennel.models import Principal
+from kennel.services.auth import AuthService
+from kennel.services.ratelimit import RateLimiter
+from kennel.services.tasks import TaskService
+from kennel.services.workers import WorkerService
+from kennel.storage import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything the API uses, wired once by `kennel.app` and kept in `app.state.services`."""
+
+    settings: Settings
+    store: Store
+    auth: AuthService
+    workers: WorkerService
+    tasks: TaskService
+    limiter: RateLimiter
+    wire: Wire
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+async def principal(request: Request) -> Principal:
+    found = services(request)
+    caller = await found.auth.authenticate(request.headers.get("authorization"))
+    found.limiter.check(caller.key_id)
+    return caller
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+PrincipalDep = Annotated[Principal, Depends(principal)]

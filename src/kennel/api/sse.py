@@ -1,0 +1,45 @@
+"""Server-sent events in the AI SDK UI-message-stream format (spec §6.2, §16.3, §16.19)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from kennel.models import Event
+
+HEADERS = {
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+    "x-vercel-ai-ui-message-stream": "v1",
+}
+PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def frame(event: Event) -> bytes:
+    return f"id: {event.seq}\ndata: {event.body}\n\n".encode()
+
+
+def data_frame(chunk: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(chunk, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def sse_response(
+    body: AsyncIterator[bytes], headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={**HEADERS, **(headers or {})}
+    )
+
+
+def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
+    """Where a reader resumes: after `Last-Event-ID` (header) or `?startingAfter=`, else 0."""
+    if starting_after is not None:
+        return max(0, starting_after)
+    if last_event_id and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return 0

@@ -1,0 +1,117 @@
+"""Task routes: run a turn (blocking JSON or live stream), read, list and archive tasks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from kennel.api.deps import PrincipalDep, Services, ServicesDep
+from kennel.api.schemas import CreateTaskBody, json_body
+from kennel.api.sse import DONE, PING, data_frame, frame, sse_response
+from kennel.api.uploads import read_multipart
+from kennel.models import TaskStatus
+from kennel.services.tasks import Submitted, TaskRequest
+
+router = APIRouter(prefix="/api/tasks")
+
+PAGE_SIZE = 50
+KEEPALIVE = b" \n"
+
+
+@router.post("")
+async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) -> Response:
+    """Store a turn, then answer with its final `Worker` object, or stream it live."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        fields, uploads = await read_multipart(request, app.settings)
+    else:
+        fields, uploads = await json_body(request), []
+    body = CreateTaskBody.model_validate(fields)
+    submitted = await app.tasks.submit(
+        caller,
+        TaskRequest(
+            input=body.input,
+            budget=body.budget,
+            task_id=body.task_id,
+            worker_id=body.worker_id,
+            metadata=body.metadata or {},
+            uploads=uploads,
+        ),
+    )
+    headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
+    if body.stream:
+        return sse_response(_live(app, submitted), headers)
+    # Headers leave now that the turn is stored; whitespace keeps the SDK's read timeout from
+    # re-sending the request while the turn runs (spec §16.18). JSON parsers skip it.
+    return StreamingResponse(
+        _blocking(app, submitted), media_type="application/json", headers=headers
+    )
+
+
+async def _blocking(app: Services, submitted: Submitted) -> AsyncIterator[bytes]:
+    keepalive = app.settings.keepalive_seconds
+    while await app.tasks.wait_for_turn(submitted.task.key, submitted.turn.id, keepalive) is None:
+        yield KEEPALIVE
+    state = await app.tasks.state_of_task(submitted.worker, submitted.task.key, submitted.turn.id)
+    yield json.dumps(app.wire.worker(state), ensure_ascii=False).encode()
+
+
+async def _live(app: Services, submitted: Submitted) -> AsyncIterator[bytes]:
+    task_key, turn_id = submitted.task.key, submitted.turn.id
+    events = app.tasks.follow(
+        task_key,
+        submitted.events_after,
+        turn_id=turn_id,
+        idle_timeout=app.settings.keepalive_seconds,
+    )
+    async for event in events:
+        yield PING if event is None else frame(event)
+    state = await app.tasks.state_of_task(submitted.worker, task_key, turn_id)
+    yield data_frame({"type": "data-worker", "data": app.wire.worker(state)})
+    yield DONE
+
+
+@router.get("")
+async def list_tasks(
+    caller: PrincipalDep,
+    app: ServicesDep,
+    worker_id: Annotated[str | None, Query(alias="workerId", min_length=1)] = None,
+    status: TaskStatus | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> JSONResponse:
+    found = await app.tasks.list(
+        caller, worker_id=worker_id, status=status, page=page, page_size=PAGE_SIZE
+    )
+    return JSONResponse(app.wire.page(found, [app.wire.task(task) for task in found.items]))
+
+
+@router.get("/{task_id}")
+async def retrieve_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    snapshot = await app.tasks.task_with_turns(caller, task_id)
+    return JSONResponse(
+        {
+            "task": app.wire.task(snapshot.task),
+            "turns": [app.wire.turn(turn, snapshot.task.id) for turn in snapshot.turns],
+        }
+    )
+
+
+@router.get("/{task_id}/turns")
+async def list_turns(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    """The TypeScript SDK 0.14 shape (spec §16.20)."""
+    snapshot = await app.tasks.task_with_turns(caller, task_id)
+    return JSONResponse(
+        {
+            "items": [app.wire.turn(turn, snapshot.task.id) for turn in snapshot.turns],
+            "taskId": snapshot.task.id,
+        }
+    )
+
+
+@router.delete("/{task_id}")
+async def archive_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    await app.tasks.archive(caller, task_id)
+    return JSONResponse({"archived": True})

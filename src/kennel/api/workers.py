@@ -1,0 +1,115 @@
+"""Worker routes: templates, state (JSON or live stream), e-mail address, workspace files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from kennel.api.deps import PrincipalDep, Services, ServicesDep
+from kennel.api.schemas import CreateWorkerBody, UpdateWorkerBody, json_body
+from kennel.api.sse import DONE, PING, data_frame, frame, resume_point, sse_response
+from kennel.errors import NotFoundError
+from kennel.models import Principal
+from kennel.services.workers import WorkerDraft
+
+router = APIRouter(prefix="/api/workers")
+
+PAGE_SIZE = 50
+
+
+@router.post("")
+async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    body = CreateWorkerBody.model_validate(await json_body(request))
+    draft = WorkerDraft(
+        instructions=body.instructions,
+        output_schema=body.output_schema,
+        prompt=body.prompt,
+        summary=body.summary,
+        title=body.title,
+        visibility=body.visibility,
+        model=body.model,
+    )
+    worker = await app.workers.create(caller, draft)
+    return JSONResponse(app.wire.template(worker))
+
+
+@router.get("")
+async def list_workers(
+    caller: PrincipalDep, app: ServicesDep, page: Annotated[int, Query(ge=1)] = 1
+) -> JSONResponse:
+    found = await app.workers.list(caller, page, PAGE_SIZE)
+    return JSONResponse(app.wire.page(found, [app.wire.template(w) for w in found.items]))
+
+
+@router.get("/{worker_id}")
+async def retrieve_worker(
+    worker_id: str,
+    caller: PrincipalDep,
+    app: ServicesDep,
+    stream: Annotated[str | None, Query()] = None,
+    task_id: Annotated[str | None, Query(alias="taskId", min_length=1)] = None,
+    starting_after: Annotated[int | None, Query(alias="startingAfter", ge=0)] = None,
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
+) -> Response:
+    """The worker's latest (or given) task as a `Worker` object, or its event stream."""
+    state = await app.tasks.state(caller, worker_id, task_id=task_id)
+    wants_stream = (stream or "").lower() == "true" or "text/event-stream" in (accept or "")
+    if not wants_stream:
+        return JSONResponse(app.wire.worker(state))
+    after = resume_point(last_event_id, starting_after)
+    return sse_response(_replay(app, caller, worker_id, task_id, after))
+
+
+async def _replay(
+    app: Services, caller: Principal, worker_id: str, task_id: str | None, after: int
+) -> AsyncIterator[bytes]:
+    """Every stored event of the task, then live ones until it ends, then its final state."""
+    state = await app.tasks.state(caller, worker_id, task_id=task_id)
+    if state.snapshot is not None:
+        task_key = state.snapshot.task.key
+        keepalive = app.settings.keepalive_seconds
+        async for event in app.tasks.follow(task_key, after, turn_id=None, idle_timeout=keepalive):
+            yield PING if event is None else frame(event)
+        state = await app.tasks.state_of_task(state.worker, task_key)
+    yield data_frame({"type": "data-worker", "data": app.wire.worker(state)})
+    yield DONE
+
+
+@router.patch("/{worker_id}")
+async def update_worker(
+    worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
+) -> JSONResponse:
+    body = UpdateWorkerBody.model_validate(await json_body(request))
+    worker = await app.workers.update(caller, worker_id, body.changes())
+    return JSONResponse(app.wire.template(worker))
+
+
+@router.delete("/{worker_id}")
+async def delete_worker(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    await app.workers.delete(caller, worker_id)
+    return JSONResponse({"deleted": True})
+
+
+@router.get("/{worker_id}/email")
+async def worker_email(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    return JSONResponse({"email": await app.workers.email_address(caller, worker_id)})
+
+
+@router.get("/{worker_id}/files/{path:path}")
+async def worker_file(
+    worker_id: str, path: str, caller: PrincipalDep, app: ServicesDep
+) -> FileResponse:
+    """A workspace file, byte for byte (spec §16.15)."""
+    found = await app.workers.file(caller, worker_id, path)
+    if not found.location.is_file():
+        raise NotFoundError(f"file {path} not found")
+    return FileResponse(
+        found.location,
+        media_type=found.file.media_type,
+        filename=found.location.name,
+        content_disposition_type="inline",
+    )

@@ -1,0 +1,113 @@
+"""Composition root: builds every part from the settings and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from kennel import __version__
+from kennel.agent.models import ModelCatalog
+from kennel.agent.runtime import AgentRuntime
+from kennel.api import errors, tasks, workers
+from kennel.api.deps import Services
+from kennel.api.wire import Wire
+from kennel.clock import Clock, SystemClock
+from kennel.config import Settings
+from kennel.files.workspace import Workspaces
+from kennel.runner.runner import Runner
+from kennel.services.auth import AuthService
+from kennel.services.ratelimit import RateLimiter
+from kennel.services.tasks import TaskService
+from kennel.services.turns import TurnService
+from kennel.services.workers import WorkerService
+from kennel.storage import Database, Store
+from kennel.storage.database import ProcessLock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Kennel:
+    """Every long-lived part of one Kennel process."""
+
+    settings: Settings
+    store: Store
+    catalog: ModelCatalog
+    services: Services
+    runner: Runner
+
+
+def build(settings: Settings, clock: Clock | None = None) -> Kennel:
+    clock = clock or SystemClock()
+    store = Store(Database(settings.resolved_database_url))
+    catalog = ModelCatalog(settings)
+    runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds)
+    workspaces = Workspaces(settings.workspaces_dir, clock)
+    worker_service = WorkerService(store, workspaces, catalog, clock, settings)
+    services = Services(
+        settings=settings,
+        store=store,
+        auth=AuthService(store, clock),
+        workers=worker_service,
+        tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        wire=Wire(settings.base_url),
+    )
+    turns = TurnService(store, runtime, catalog, clock, settings)
+    runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
+    return Kennel(settings, store, catalog, services, runner)
+
+
+@asynccontextmanager
+async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
+    """Migrated database, wake-ups and (by default) the runner, for as long as the block lasts."""
+    lock = ProcessLock.for_database(kennel.store.database)
+    try:
+        await kennel.store.migrate()
+        await kennel.store.database.start_listening()
+        async with asyncio.TaskGroup() as group:
+            runner = group.create_task(kennel.runner.run()) if with_runner else None
+            try:
+                yield kennel
+            finally:
+                if runner is not None:
+                    runner.cancel()
+    finally:
+        await kennel.catalog.aclose()
+        await kennel.store.close()
+        lock.release()
+
+
+def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with running(kennel, with_runner=with_runner):
+            yield
+
+    app = FastAPI(
+        title="Kennel",
+        version=__version__,
+        description="A self-hosted server for AI workers, speaking the Handinger Workers API.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.services = kennel.services
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Task-Id", "X-Turn-Id", "Retry-After"],
+    )
+    errors.install(app)
+    app.include_router(workers.router)
+    app.include_router(tasks.router)
+    return app

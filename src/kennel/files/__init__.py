@@ -1,0 +1,1 @@
+"""Worker workspaces: a folder of files per worker."""

@@ -1,0 +1,1 @@
+"""The queue's front door: claims jobs under a lease and hands each to its service."""

@@ -1,0 +1,261 @@
+"""Tasks and turns: submitting work, following it, and reading what it produced."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from kennel import ids
+from kennel.agent.models import ModelCatalog
+from kennel.clock import Clock
+from kennel.config import Settings
+from kennel.errors import ConflictError, CreditsExhaustedError, InvalidInputError, NotFoundError
+from kennel.files.workspace import Upload, Workspaces
+from kennel.models import (
+    Budget,
+    Event,
+    JSONObject,
+    Page,
+    Principal,
+    Submission,
+    Task,
+    TaskStatus,
+    TriggeredBy,
+    Turn,
+    Worker,
+)
+from kennel.services.workers import WorkerDraft, WorkerService
+from kennel.storage import Store, TaskSnapshot
+from kennel.storage.wakeups import task_topic
+
+PROVISIONAL_TITLE_LENGTH = 80
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    input: str
+    budget: Budget = Budget.STANDARD
+    task_id: str | None = None
+    worker_id: str | None = None
+    triggered_by: TriggeredBy = TriggeredBy.API
+    metadata: JSONObject = field(default_factory=dict)
+    uploads: Sequence[Upload] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    worker: Worker
+    task: Task
+    turn: Turn
+    events_after: int
+    """The task's last event sequence number before this turn: its events all come later."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """What `Worker` objects describe: a worker and one run (turn) of one of its tasks."""
+
+    worker: Worker
+    snapshot: TaskSnapshot | None
+    turn: Turn | None
+
+
+class TaskService:
+    def __init__(
+        self,
+        store: Store,
+        workers: WorkerService,
+        workspaces: Workspaces,
+        catalog: ModelCatalog,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._workers = workers
+        self._workspaces = workspaces
+        self._catalog = catalog
+        self._clock = clock
+        self._settings = settings
+
+    async def submit(self, principal: Principal, request: TaskRequest) -> Submitted:
+        """Durably store a new turn (and its task, and maybe a new worker); a runner will run it."""
+        task_id = request.task_id or ids.task_id()
+        if not ids.is_valid_client_id(task_id):
+            raise InvalidInputError(
+                "taskId must be 1-128 letters, digits or '._:-', starting with a letter or digit"
+            )
+        await self._check_credits(principal)
+        worker, create_worker = await self._worker_for(principal, request, task_id)
+        await self._catalog.check(worker.model)
+        files = [
+            await self._workspaces.save(worker.organization_id, worker.id, upload)
+            for upload in request.uploads
+        ]
+
+        def accept_existing(task: Task) -> None:
+            if request.worker_id is not None and task.worker_id != request.worker_id:
+                raise ConflictError(f"task {task_id} belongs to another worker")
+            if task.archived_at is not None:
+                raise ConflictError(f"task {task_id} is archived and takes no new turns")
+
+        submission = Submission(
+            organization_id=principal.organization_id,
+            task_id=task_id,
+            worker=worker,
+            input=request.input,
+            budget=request.budget,
+            triggered_by=request.triggered_by,
+            created_by_user_id=principal.user_id,
+            provisional_title=provisional_title(request.input),
+            metadata=request.metadata,
+            turn_id=ids.turn_id(),
+            max_attempts=self._settings.job_max_attempts,
+            create_worker=create_worker,
+            files=tuple(files),
+        )
+        task, turn, events_after = await self._store.tasks.submit(
+            submission, self._clock.now(), accept_existing
+        )
+        return Submitted(worker, task, turn, events_after)
+
+    async def _check_credits(self, principal: Principal) -> None:
+        organization = await self._store.auth.get_organization(principal.organization_id)
+        if organization.credit_balance is not None and organization.credit_balance <= 0:
+            raise CreditsExhaustedError("the organization has no credits left")
+
+    async def _worker_for(
+        self, principal: Principal, request: TaskRequest, task_id: str
+    ) -> tuple[Worker, bool]:
+        """The worker that runs the turn, and whether it must be created with the task."""
+        existing = await self._store.tasks.get(principal.organization_id, task_id)
+        if existing is not None:
+            worker = await self._workers.visible(principal, existing.worker_id)
+            if request.worker_id is not None and request.worker_id != existing.worker_id:
+                raise ConflictError(f"task {task_id} belongs to another worker")
+            return worker, False
+        if request.worker_id is not None:
+            return await self._workers.visible(principal, request.worker_id), False
+        draft = WorkerDraft(instructions=request.input)
+        return self._workers.new_worker(principal, draft), True
+
+    async def wait_for_turn(self, task_key: int, turn_id: str, seconds: float) -> Turn | None:
+        """The turn once it has ended, or None if it is still going after `seconds`."""
+        with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
+            deadline = time.monotonic() + seconds
+            while True:
+                turn = await self._store.tasks.get_turn(turn_id)
+                if turn is None:
+                    raise NotFoundError(f"turn {turn_id} not found")
+                if turn.status.is_terminal:
+                    return turn
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                await wakeup.wait(min(remaining, POLL_SECONDS))
+
+    async def follow(
+        self, task_key: int, after: int, *, turn_id: str | None, idle_timeout: float
+    ) -> AsyncIterator[Event | None]:
+        """The task's events after `after`, live, until the turn (or the whole task) has ended.
+
+        Yields None whenever `idle_timeout` seconds pass without an event (time for a keep-alive).
+        """
+        with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
+            idle_since = time.monotonic()
+            while True:
+                ended = await self._has_ended(task_key, turn_id)
+                events = await self._store.events.after(task_key, after)
+                for event in events:
+                    after = event.seq
+                    if turn_id is None or event.turn_id == turn_id:
+                        idle_since = time.monotonic()
+                        yield event
+                if events:
+                    continue
+                if ended:
+                    return
+                if time.monotonic() - idle_since >= idle_timeout:
+                    idle_since = time.monotonic()
+                    yield None
+                await wakeup.wait(POLL_SECONDS)
+
+    async def _has_ended(self, task_key: int, turn_id: str | None) -> bool:
+        if turn_id is not None:
+            turn = await self._store.tasks.get_turn(turn_id)
+            return turn is None or turn.status.is_terminal
+        task = await self._store.tasks.by_key(task_key)
+        return task is None or task.status.is_terminal
+
+    async def state(
+        self, principal: Principal, worker_id: str, *, task_id: str | None = None
+    ) -> WorkerState:
+        """The worker with its latest task (or the given one) and that task's latest turn."""
+        worker = await self._workers.visible(principal, worker_id)
+        if task_id is not None:
+            task = await self._store.tasks.get(principal.organization_id, task_id)
+            if task is None or task.worker_id != worker.id:
+                raise NotFoundError(f"task {task_id} not found for worker {worker_id}")
+        else:
+            task = await self._store.tasks.latest_for_worker(principal.organization_id, worker.id)
+        if task is None:
+            return WorkerState(worker, None, None)
+        return await self.state_of_task(worker, task.key)
+
+    async def state_of_task(
+        self, worker: Worker, task_key: int, turn_id: str | None = None
+    ) -> WorkerState:
+        snapshot = await self._store.tasks.snapshot(task_key)
+        turns = snapshot.turns
+        turn = next((t for t in turns if t.id == turn_id), None) if turn_id else None
+        return WorkerState(worker, snapshot, turn or (turns[-1] if turns else None))
+
+    async def task_with_turns(self, principal: Principal, task_id: str) -> TaskSnapshot:
+        task = await self.visible_task(principal, task_id)
+        return await self._store.tasks.snapshot(task.key)
+
+    async def visible_task(self, principal: Principal, task_id: str) -> Task:
+        """The task if the caller may see its worker; otherwise not found (spec §16.17)."""
+        task = await self._store.tasks.get(principal.organization_id, task_id)
+        if task is None:
+            raise NotFoundError(f"task {task_id} not found")
+        try:
+            await self._workers.visible(principal, task.worker_id)
+        except NotFoundError:
+            raise NotFoundError(f"task {task_id} not found") from None
+        return task
+
+    async def archive(self, principal: Principal, task_id: str) -> None:
+        """Archive (spec §3.12): only the worker's creator may; the task stays readable by id."""
+        task = await self.visible_task(principal, task_id)
+        await self._workers.owned(principal, task.worker_id)
+        await self._store.tasks.archive(task.key, self._clock.now())
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        worker_id: str | None,
+        status: TaskStatus | None,
+        page: int,
+        page_size: int,
+    ) -> Page[Task]:
+        items, total = await self._store.tasks.list_visible(
+            principal.organization_id,
+            principal.user_id,
+            worker_id=worker_id,
+            status=status,
+            offset=(page - 1) * page_size,
+            limit=page_size,
+        )
+        return Page(items, page, max(1, math.ceil(total / page_size)), total)
+
+
+def provisional_title(text: str) -> str:
+    """The task's title until the model has written one: its input's first line, shortened."""
+    line = " ".join(text.split())
+    if len(line) <= PROVISIONAL_TITLE_LENGTH:
+        return line
+    return line[: PROVISIONAL_TITLE_LENGTH - 1].rstrip() + "…"

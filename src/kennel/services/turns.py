@@ -1,0 +1,241 @@
+"""Running a claimed turn: the agent loop, its events, its title, its outcome; and recovery
+of turns whose runner died."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from kennel.agent.models import ModelCatalog
+from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
+from kennel.clock import Clock
+from kennel.config import Settings
+from kennel.errors import KennelError, LeaseLostError
+from kennel.models import (
+    BUDGET_CAPS,
+    Budget,
+    BudgetCaps,
+    TaskStatus,
+    TurnContext,
+    TurnError,
+    TurnJob,
+    TurnOutcome,
+    Usage,
+)
+from kennel.services.billing import add_usage, credits_for
+from kennel.storage import ExpiredJob, Store
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05
+
+
+def encode(chunk: dict[str, Any]) -> str:
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_id(turn_id: str, attempt: int) -> str:
+    """The assistant message id of one attempt at a turn (a retried attempt is a new message)."""
+    return turn_id if attempt <= 1 else f"{turn_id}-{attempt}"
+
+
+def failure_chunks(message: str, *, started: bool, turn_id: str) -> list[dict[str, Any]]:
+    """How a stream ends when a turn fails outside the agent loop (spec §16.11)."""
+    chunks: list[dict[str, Any]] = [] if started else [{"type": "start", "messageId": turn_id}]
+    chunks += [{"type": "error", "errorText": message}, {"type": "finish", "finishReason": "error"}]
+    return chunks
+
+
+class EventSink:
+    """Buffers a run's chunks and appends them to the task's log in small batches.
+
+    Whatever is still buffered when the run ends goes into the run's final transaction, so a
+    fast turn costs one write. A lost lease surfaces here as `LeaseLostError`.
+    """
+
+    def __init__(self, append: Callable[[list[str]], Awaitable[object]]) -> None:
+        self._append = append
+        self._buffer: list[str] = []
+        self._dirty = asyncio.Event()
+        self._closing = asyncio.Event()
+        self.emitted = 0
+
+    def emit(self, chunk: dict[str, Any]) -> None:
+        self._buffer.append(encode(chunk))
+        self.emitted += 1
+        self._dirty.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            try:
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._closing.wait()
+                return
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            batch, self._buffer = self._buffer, []
+            await self._append(batch)
+
+    def close(self) -> list[str]:
+        """Stop flushing; returns what is left for the final transaction."""
+        self._closing.set()
+        self._dirty.set()
+        rest, self._buffer = self._buffer, []
+        return rest
+
+
+class TurnService:
+    def __init__(
+        self,
+        store: Store,
+        runtime: AgentRuntime,
+        catalog: ModelCatalog,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._catalog = catalog
+        self._clock = clock
+        self._settings = settings
+        self._lease = timedelta(seconds=settings.job_lease_seconds)
+
+    async def run(self, job: TurnJob) -> None:
+        """Run a claimed turn to its end and record the outcome (unless the lease was lost)."""
+        started = time.monotonic()
+        sink = EventSink(self._append_for(job))
+        title: str | None = None
+        try:
+            context = await self._store.runs.load_context(job)
+            async with asyncio.TaskGroup() as group:
+                flusher = group.create_task(sink.run())
+                titling = group.create_task(self._title(context)) if _needs_title(context) else None
+                outcome = await self._run_agent(context, job, sink)
+                final = sink.close()
+                await flusher
+                if titling is not None:
+                    title, title_usage = await titling
+                    outcome = _with_usage(outcome, add_usage(outcome.usage, title_usage))
+            outcome = _billed(outcome, self._catalog_name(context), self._settings, started)
+            await self._store.runs.finish_turn(job, outcome, final, self._clock.now(), title=title)
+        except* LeaseLostError:
+            logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
+
+    async def _run_agent(self, context: TurnContext, job: TurnJob, sink: EventSink) -> TurnOutcome:
+        try:
+            model_name = self._catalog.name_for(context.worker.model)
+            request = TurnRequest(
+                model_name=model_name,
+                instructions=context.worker.instructions,
+                output_schema=context.worker.output_schema,
+                input=context.turn.input,
+                history=context.history,
+                caps=self._caps(context.turn.budget),
+                message_id=message_id(job.turn_id, job.attempts),
+            )
+            result = await self._runtime.run_turn(request, sink.emit)
+        except KennelError as error:
+            return self._failed(sink, job, TurnError(error.code, error.message))
+        return _outcome(result)
+
+    def _failed(self, sink: EventSink, job: TurnJob, error: TurnError) -> TurnOutcome:
+        for chunk in failure_chunks(error.message, started=sink.emitted > 0, turn_id=job.turn_id):
+            sink.emit(chunk)
+        return TurnOutcome(status=TaskStatus.ERROR, error=error)
+
+    async def _title(self, context: TurnContext) -> tuple[str | None, Usage]:
+        model_name = self._catalog_name(context)
+        if model_name is None:
+            return None, Usage()
+        return await self._runtime.title_for(model_name, context.turn.input)
+
+    def _catalog_name(self, context: TurnContext) -> str | None:
+        try:
+            return self._catalog.name_for(context.worker.model)
+        except KennelError:
+            return None
+
+    def _caps(self, budget: Budget) -> BudgetCaps:
+        caps = BUDGET_CAPS[budget]
+        if budget is Budget.UNLIMITED:
+            return BudgetCaps(
+                requests=self._settings.unlimited_max_requests,
+                tool_calls=self._settings.unlimited_max_tool_calls,
+                tokens=self._settings.unlimited_max_tokens,
+            )
+        return caps
+
+    def _append_for(self, job: TurnJob) -> Callable[[list[str]], Awaitable[object]]:
+        async def append(bodies: list[str]) -> object:
+            return await self._store.runs.append_events(job, bodies, self._clock.now(), self._lease)
+
+        return append
+
+    async def recover(self, *, every_running: bool = False) -> int:
+        """Requeue turns whose runner died, or give up on them after the last attempt."""
+        now = self._clock.now()
+        handled = 0
+        for expired in await self._store.runs.expired_jobs(now, every_running=every_running):
+            if expired.attempts < expired.max_attempts:
+                reason = f"interrupted during attempt {expired.attempts}"
+                handled += await self._store.runs.requeue(expired, now, reason)
+            else:
+                handled += await self._give_up(expired, now)
+        return handled
+
+    async def _give_up(self, expired: ExpiredJob, now: datetime) -> bool:
+        turn = await self._store.tasks.get_turn(expired.ref)
+        error = TurnError(
+            "interrupted",
+            f"the run was interrupted {expired.attempts} times (the server stopped or crashed); "
+            "giving up",
+        )
+        chunks = failure_chunks(
+            error.message,
+            started=turn is not None and turn.first_event_seq is not None,
+            turn_id=expired.ref,
+        )
+        outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
+        bodies = [encode(chunk) for chunk in chunks]
+        return await self._store.runs.fail_turn(expired, outcome, bodies, now)
+
+
+def _needs_title(context: TurnContext) -> bool:
+    return context.turn.seq == 0
+
+
+def _outcome(result: TurnResult) -> TurnOutcome:
+    return TurnOutcome(
+        status=TaskStatus.ERROR if result.error else TaskStatus.COMPLETED,
+        output_text=result.output_text,
+        structured_output=result.structured_output,
+        usage=result.usage,
+        error=result.error,
+        incomplete_reason=result.incomplete_reason,
+        model_messages=result.model_messages,
+        ui_message=result.ui_message,
+    )
+
+
+def _with_usage(outcome: TurnOutcome, usage: Usage) -> TurnOutcome:
+    return replace(outcome, usage=usage)
+
+
+def _billed(
+    outcome: TurnOutcome, model_name: str | None, settings: Settings, started: float
+) -> TurnOutcome:
+    usage = outcome.usage
+    credits = credits_for(usage, model_name or "", settings.model_prices)
+    return replace(
+        outcome,
+        usage=replace(usage, credits=credits),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )

@@ -1,0 +1,164 @@
+"""Workers: templates with instructions, an optional output schema and visibility rules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import SchemaError
+
+from kennel import ids
+from kennel.agent.models import ModelCatalog
+from kennel.clock import Clock
+from kennel.config import Settings
+from kennel.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from kennel.files.workspace import Workspaces, safe_relative_path
+from kennel.models import JSONObject, Page, Principal, Visibility, Worker, WorkspaceFile
+from kennel.services.dognames import dog_name
+from kennel.storage import Store
+
+SUMMARY_MAX_LENGTH = 80
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDraft:
+    """A new worker as the caller described it; missing parts are filled in by `create`."""
+
+    instructions: str | None = None
+    output_schema: JSONObject | None = None
+    prompt: str | None = None
+    summary: str | None = None
+    title: str | None = None
+    visibility: Visibility = Visibility.PUBLIC
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    file: WorkspaceFile
+    location: Path
+
+
+class WorkerService:
+    def __init__(
+        self,
+        store: Store,
+        workspaces: Workspaces,
+        catalog: ModelCatalog,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self._store = store
+        self._workspaces = workspaces
+        self._catalog = catalog
+        self._clock = clock
+        self._settings = settings
+
+    def new_worker(self, principal: Principal, draft: WorkerDraft) -> Worker:
+        """A worker record built from a draft (not stored yet)."""
+        if draft.output_schema is not None:
+            check_output_schema(draft.output_schema)
+        now = self._clock.now()
+        instructions = draft.instructions if draft.instructions is not None else draft.prompt
+        return Worker(
+            id=ids.worker_id(),
+            organization_id=principal.organization_id,
+            user_id=principal.user_id,
+            title=draft.title or dog_name(),
+            instructions=instructions or "",
+            summary=draft.summary if draft.summary is not None else summarize(draft.prompt),
+            output_schema=draft.output_schema,
+            visibility=draft.visibility,
+            model=draft.model,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def create(self, principal: Principal, draft: WorkerDraft) -> Worker:
+        if draft.model is not None:
+            await self._catalog.check(draft.model)
+        worker = self.new_worker(principal, draft)
+        await self._store.workers.create(worker)
+        return worker
+
+    async def visible(self, principal: Principal, worker_id: str) -> Worker:
+        """The worker if the caller may see it; others' and deleted workers are not found."""
+        worker = await self._store.workers.get(principal.organization_id, worker_id)
+        if worker is None or not worker.is_visible_to(principal):
+            raise NotFoundError(f"worker {worker_id} not found")
+        return worker
+
+    async def owned(self, principal: Principal, worker_id: str) -> Worker:
+        """The worker if the caller created it (spec §10: creator-only operations)."""
+        worker = await self.visible(principal, worker_id)
+        if worker.user_id != principal.user_id:
+            raise PermissionDeniedError(f"only the creator of worker {worker_id} may do this")
+        return worker
+
+    async def update(self, principal: Principal, worker_id: str, changes: dict[str, Any]) -> Worker:
+        """Change only the given fields; `output_schema: None` goes back to free-form text."""
+        await self.owned(principal, worker_id)
+        if changes.get("output_schema") is not None:
+            check_output_schema(changes["output_schema"])
+        if changes.get("model") is not None:
+            await self._catalog.check(changes["model"])
+        if not changes:
+            return await self.visible(principal, worker_id)
+        updated = await self._store.workers.update(
+            principal.organization_id, worker_id, changes, self._clock.now()
+        )
+        if updated is None:
+            raise NotFoundError(f"worker {worker_id} not found")
+        return updated
+
+    async def delete(self, principal: Principal, worker_id: str) -> None:
+        await self.owned(principal, worker_id)
+        await self._store.workers.delete(principal.organization_id, worker_id, self._clock.now())
+
+    async def list(self, principal: Principal, page: int, page_size: int) -> Page[Worker]:
+        items, total = await self._store.workers.list_visible(
+            principal.organization_id,
+            principal.user_id,
+            offset=(page - 1) * page_size,
+            limit=page_size,
+        )
+        return Page(items, page, max(1, math.ceil(total / page_size)), total)
+
+    async def file(self, principal: Principal, worker_id: str, path: str) -> FoundFile:
+        """A file of the worker's workspace that Kennel knows of (uploaded or written by it)."""
+        worker = await self.visible(principal, worker_id)
+        location = self._workspaces.resolve(worker.organization_id, worker.id, path)
+        record = await self._store.files.get(worker.id, safe_relative_path(path))
+        if record is None:
+            raise NotFoundError(f"file {path} not found")
+        return FoundFile(record, location)
+
+    async def email_address(self, principal: Principal, worker_id: str) -> str:
+        worker = await self.visible(principal, worker_id)
+        return f"{worker.id}@{self._settings.email_domain}"
+
+
+def check_output_schema(schema: JSONObject) -> None:
+    """Output schemas are Draft-07 JSON Schemas describing an object (structured output is one)."""
+    try:
+        Draft7Validator.check_schema(schema)
+    except SchemaError as error:
+        raise InvalidInputError(
+            f"outputSchema is not a valid JSON Schema: {error.message}"
+        ) from None
+    if schema.get("type") != "object":
+        raise InvalidInputError('outputSchema must describe an object ("type": "object")')
+
+
+def summarize(prompt: str | None) -> str:
+    """A one-line summary from a description: its first sentence, cut to 80 characters."""
+    if not prompt:
+        return ""
+    line = " ".join(prompt.split())
+    sentence = line.split(". ", 1)[0].rstrip(".")
+    if len(sentence) <= SUMMARY_MAX_LENGTH:
+        return sentence
+    return sentence[: SUMMARY_MAX_LENGTH - 1].rstrip() + "…"

@@ -1,0 +1,86 @@
+"""Wake-ups between writers and waiters: in-process always, across processes on PostgreSQL.
+
+A waiter subscribes *before* it reads the database and waits *after*, so a commit that lands
+between the read and the wait is never missed. Waiters still poll with a timeout: a wake-up
+is a hint that saves latency, never the only way to see new rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "kennel"
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def _set(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """True if woken, False after `seconds`; either way the next wait needs a new signal."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._listener: asyncpg.Connection | None = None
+
+    @contextmanager
+    def subscribe(self, topic: str) -> Iterator[Subscription]:
+        subscription = Subscription()
+        self._subscribers[topic].add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers[topic]
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[topic]
+
+    def publish_local(self, topic: str) -> None:
+        for subscription in self._subscribers.get(topic, ()):
+            subscription._set()
+
+    async def listen(self, database_url: str) -> None:
+        """Relay PostgreSQL notifications from other processes (and this one) to local waiters."""
+        url = sa.engine.make_url(database_url).set(drivername="postgresql")
+        self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
+        await self._listener.add_listener(CHANNEL, self._on_notification)
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for topic in payload.split(","):
+            self.publish_local(topic)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            with suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+
+
+def task_topic(task_key: int) -> str:
+    return f"task:{task_key}"
+
+
+JOBS_TOPIC = "jobs"

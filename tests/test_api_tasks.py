@@ -1,0 +1,73 @@
+"""Tasks over HTTP against the real app and runner, with the fake model."""
+
+from __future__ import annotations
+
+import json
+
+from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
+from kennelapp import Api
+
+
+async def test_a_task_without_worker_creates_one_and_answers(api: Api, llm: FakeLLM) -> None:
+    response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    worker = response.json()
+    assert worker["object"] == "worker" and worker["id"].startswith("wrk_")
+    assert worker["status"] == "completed" and worker["running"] is False
+    assert worker["output_text"] == "echo: Say hello to Oslo"
+    assert worker["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "echo: Say hello to Oslo",
+    }
+    assert worker["metadata"]["taskId"] == response.headers["x-task-id"]
+    assert worker["usage"]["credits"] >= 1
+    assert worker["url"] == f"http://kennel.test/worker/{worker['id']}"
+    assert [m["role"] for m in worker["messages"]] == ["user", "assistant"]
+
+    task = (await api.client.get(f"/api/tasks/{worker['metadata']['taskId']}")).json()
+    assert task["task"]["status"] == "completed" and task["task"]["triggeredBy"] == "api"
+    assert task["turns"][0]["outputText"] == "echo: Say hello to Oslo"
+    template = (await api.client.get(f"/api/workers/{worker['id']}")).json()
+    assert template["output_text"] == "echo: Say hello to Oslo"
+    turn_requests = [r for r in llm.requests if "title" not in r["messages"][0]["content"]]
+    assert turn_requests[0]["messages"][0] == {"role": "system", "content": "Say hello to Oslo"}
+
+
+async def test_the_task_title_is_written_by_the_model(api: Api) -> None:
+    worker = (
+        await api.client.post("/api/tasks", json={"input": "Say hello to the city of Oslo"})
+    ).json()
+    assert worker["metadata"]["taskTitle"] == "Say hello to the city"
+    task = (await api.client.get(f"/api/tasks/{worker['metadata']['taskId']}")).json()
+    assert task["task"]["title"] == "Say hello to the city"
+
+
+async def test_follow_up_turns_see_the_conversation(api: Api, llm: FakeLLM) -> None:
+    first = (
+        await api.client.post("/api/tasks", json={"input": "I am Ada", "taskId": "tsk_chat"})
+    ).json()
+    second = (
+        await api.client.post("/api/tasks", json={"input": "Who am I?", "taskId": "tsk_chat"})
+    ).json()
+    assert second["id"] == first["id"]
+    assert second["metadata"]["taskId"] == "tsk_chat"
+    contents = [m.get("content") for m in llm.requests[-1]["messages"]]
+    assert contents[1:] == ["I am Ada", "echo: I am Ada", "Who am I?"]
+    task = (await api.client.get("/api/tasks/tsk_chat")).json()
+    assert [t["seq"] for t in task["turns"]] == [0, 1]
+    assert task["task"]["totals"]["turnCount"] == 2
+    assert len(second["messages"]) == 4
+
+
+async def test_streamed_task(api: Api, llm: FakeLLM) -> None:
+    llm.script("stream me", Text("one two three"))
+    response = await api.client.post("/api/tasks", json={"input": "stream me", "stream": True})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    frames = [f for f in response.text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    worker = json.loads(frames[-2].removeprefix("data: "))
+    assert worker["type"] == "data-worker" and worker["data"]["output_text"] == "one two three"
+    assert frames[0].startswith("id: 1\ndata: ")
+    assert json.loads(frames[0].split("data: ", 1)[1])["type"] == "start"
