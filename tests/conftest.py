@@ -11,8 +11,8 @@ import pytest
 
 from databases import drop_template, postgres_url, sqlite_url
 from fakellm import FakeLLM
-from kennelapp import Api, kennel_api, settings_for
 from kennel.storage import Database, Store
+from kennelapp import Api, kennel_api, settings_for
 
 
 class FakeClock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
+from fakellm import FakeLLM, Text
 from kennelapp import Api
 
 

@@ -26,15 +26,15 @@ class UIMessageBuilder:
         elif kind == "start-step":
             self.parts.append({"type": "step-start"})
         elif kind in ("text-start", "reasoning-start"):
-            part = {"type": kind.removesuffix("-start"), "text": "", "state": "streaming"}
-            self._open[chunk["id"]] = part
-            self.parts.append(part)
+            opened: Part = {"type": kind.removesuffix("-start"), "text": "", "state": "streaming"}
+            self._open[chunk["id"]] = opened
+            self.parts.append(opened)
         elif kind in ("text-delta", "reasoning-delta"):
-            if (part := self._open.get(chunk["id"])) is not None:
-                part["text"] += chunk["delta"]
+            if (streaming := self._open.get(chunk["id"])) is not None:
+                streaming["text"] += chunk["delta"]
         elif kind in ("text-end", "reasoning-end"):
-            if (part := self._open.pop(chunk["id"], None)) is not None:
-                part["state"] = "done"
+            if (ended := self._open.pop(chunk["id"], None)) is not None:
+                ended["state"] = "done"
         elif kind.startswith("tool-"):
             self._add_tool_chunk(kind, chunk)
         elif kind == "source-url":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from typing import Any
 
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import Model, infer_model
@@ -63,11 +64,8 @@ class ModelCatalog:
             reason = str(error).split(" To try Pydantic AI", 1)[0]
             raise ModelNotConfiguredError(f"{source}={name!r} cannot be used: {reason}") from error
 
-    def _provider(self, provider_name: str) -> Provider[object]:
+    def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in _OPENAI_PROVIDERS:
             settings = self._settings
-            provider = OpenAIProvider(
-                base_url=settings.openai_base_url, api_key=settings.openai_api_key
-            )
-            return provider  # type: ignore[return-value]
-        return infer_provider(provider_name)  # type: ignore[return-value]
+            return OpenAIProvider(base_url=settings.openai_base_url, api_key=settings.openai_api_key)
+        return infer_provider(provider_name)
