@@ -67,5 +67,7 @@ class ModelCatalog:
     def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in _OPENAI_PROVIDERS:
             settings = self._settings
-            return OpenAIProvider(base_url=settings.openai_base_url, api_key=settings.openai_api_key)
+            return OpenAIProvider(
+                base_url=settings.openai_base_url, api_key=settings.openai_api_key
+            )
         return infer_provider(provider_name)
