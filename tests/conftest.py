@@ -74,6 +74,8 @@ def _fresh_llm(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, llm: FakeLLM) -> AsyncIterator[Api]:
-    async with kennel_api(settings_for(tmp_path, llm)) as running_api:
+async def api(tmp_path: Path, llm: FakeLLM, database_url: str) -> AsyncIterator[Api]:
+    """The real app and runner on SQLite and on PostgreSQL, with the fake model."""
+    settings = settings_for(tmp_path, llm, database_url=database_url)
+    async with kennel_api(settings) as running_api:
         yield running_api
