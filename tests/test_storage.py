@@ -24,7 +24,7 @@ from kennel.models import (
     Worker,
     WorkspaceFile,
 )
-from kennel.storage import Store
+from kennel.storage import Database, Store
 
 LEASE = timedelta(seconds=30)
 
@@ -341,3 +341,31 @@ async def test_concurrent_claimers_never_share_a_job(store: Store, clock: FakeCl
     )
     claimed = [job.turn_id for batch in batches for job in batch]
     assert len(claimed) == len(set(claimed)) == 40
+
+
+async def test_commits_wake_waiters_in_every_process(store: Store, database_url: str) -> None:
+    """On PostgreSQL through LISTEN/NOTIFY (a second Database stands for another process)."""
+    other = Database(database_url)
+    await other.start_listening()
+    try:
+        with (
+            other.wakeups.subscribe("task:42") as remote,
+            store.database.wakeups.subscribe("task:42") as local,
+        ):
+            async with store.database.write() as conn:
+                await store.database.publish(conn, "task:42")
+            assert await local.wait(5)
+            if not store.is_sqlite:
+                assert await remote.wait(5)
+            assert not await local.wait(0.05)
+    finally:
+        await other.close()
+
+
+async def test_a_rolled_back_transaction_wakes_nobody(store: Store) -> None:
+    with store.database.wakeups.subscribe("jobs") as waiter:
+        with pytest.raises(RuntimeError):
+            async with store.database.write() as conn:
+                await store.database.publish(conn, "jobs")
+                raise RuntimeError("roll back")
+        assert not await waiter.wait(0.2)

@@ -15,6 +15,7 @@ from kennel.app import build, create_app
 from kennel.config import Settings
 from kennel.errors import KennelError
 from kennel.services.auth import CreatedKey
+from kennel.storage.database import ProcessLock
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -65,6 +66,7 @@ def serve(host: str | None, port: int | None) -> None:
 async def _bootstrap(settings: Settings) -> CreatedKey | None:
     kennel = build(settings)
     try:
+        ProcessLock.for_database(kennel.store.database).release()
         await kennel.store.migrate()
         return await kennel.services.auth.bootstrap_admin_key()
     finally:

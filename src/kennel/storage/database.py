@@ -51,10 +51,10 @@ class Database:
             self.wakeups.publish_local(topic)
 
     async def publish(self, conn: AsyncConnection, *topics: str) -> None:
-        """Wake the waiters of `topics` once this transaction commits, in every process."""
-        if self.is_sqlite:
-            conn.info.setdefault(_TOPICS, set()).update(topics)
-        else:
+        """Wake the waiters of `topics` once this transaction commits: in this process directly,
+        in other processes through PostgreSQL's NOTIFY (which is also sent only on commit)."""
+        conn.info.setdefault(_TOPICS, set()).update(topics)
+        if not self.is_sqlite:
             await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
 
     async def start_listening(self) -> None:
