@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from kennel import __version__
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
-from kennel.api import errors, tasks, workers
+from kennel.api import errors, schedules, tasks, webhooks, workers
 from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
@@ -23,8 +23,10 @@ from kennel.files.workspace import Workspaces
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.ratelimit import RateLimiter
+from kennel.services.schedules import ScheduleService
 from kennel.services.tasks import TaskService
 from kennel.services.turns import TurnService
+from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Database, Store
 from kennel.storage.database import ProcessLock
@@ -58,6 +60,8 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         wire=Wire(settings.base_url),
+        schedules=ScheduleService(store, worker_service, clock),
+        webhooks=WebhookService(store, worker_service, clock, settings),
     )
     turns = TurnService(store, runtime, catalog, clock, settings)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
@@ -110,4 +114,6 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(workers.router)
     app.include_router(tasks.router)
+    app.include_router(schedules.router)
+    app.include_router(webhooks.router)
     return app

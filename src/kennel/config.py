@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("KENNEL_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
 
+    webhook_allow_http: bool = False
+    allow_private_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+
     @field_validator("model_prices", mode="before")
     @classmethod
     def _parse_prices(cls, value: object) -> object:
@@ -62,6 +66,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected model=multiplier, got {item!r}")
             prices[name.strip()] = float(factor)
         return prices
+
+    @field_validator("allow_private_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        """`10.0.0.0/8,127.0.0.1`: networks (or single addresses) Kennel may call although they
+        are private, loopback or link-local (webhook URLs, spec §16.14)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(ip_network(item, strict=False) for item in value)
+        return value
 
     @property
     def resolved_database_url(self) -> str:

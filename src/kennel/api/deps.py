@@ -12,7 +12,9 @@ from kennel.config import Settings
 from kennel.models import Principal
 from kennel.services.auth import AuthService
 from kennel.services.ratelimit import RateLimiter
+from kennel.services.schedules import ScheduleService
 from kennel.services.tasks import TaskService
+from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
 
@@ -28,6 +30,8 @@ class Services:
     tasks: TaskService
     limiter: RateLimiter
     wire: Wire
+    schedules: ScheduleService
+    webhooks: WebhookService
 
 
 def services(request: Request) -> Services:

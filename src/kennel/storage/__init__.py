@@ -8,7 +8,9 @@ from kennel.storage.events import EventStore
 from kennel.storage.files import FileStore
 from kennel.storage.migrate import migrate
 from kennel.storage.runs import ExpiredJob, RunStore
+from kennel.storage.schedules import ScheduleStore
 from kennel.storage.tasks import TaskSnapshot, TaskStore
+from kennel.storage.webhooks import WebhookStore
 from kennel.storage.workers import WorkerStore
 
 
@@ -23,6 +25,8 @@ class Store:
         self.runs = RunStore(database)
         self.events = EventStore(database)
         self.files = FileStore(database)
+        self.schedules = ScheduleStore(database)
+        self.webhooks = WebhookStore(database)
 
     @property
     def is_sqlite(self) -> bool:

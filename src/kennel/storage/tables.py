@@ -185,3 +185,55 @@ task_files = sa.Table(
     sa.Column("worker_id", sa.String(32), nullable=False),
     sa.Column("created_at", EpochMillis, nullable=False),
 )
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("budget", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("delay_seconds", sa.Integer, nullable=True),
+    sa.Column("interval_seconds", sa.Integer, nullable=True),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    # `run_at`: the instant of a one-shot; `next_run_at`: the next firing, NULL once a
+    # one-shot has fired (it then leaves the list, spec §16.13).
+    sa.Column("run_at", EpochMillis, nullable=True),
+    sa.Column("next_run_at", EpochMillis, nullable=True),
+    sa.Column("created_by_user_id", sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("cancelled_at", EpochMillis, nullable=True),
+    sa.Column("last_fired_at", EpochMillis, nullable=True),
+    sa.Index("ix_schedules_worker_created", "worker_id", "created_at"),
+    sa.Index("ix_schedules_next_run_at", "next_run_at"),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("updated_at", EpochMillis, nullable=False),
+)
+
+webhook_executions = sa.Table(
+    "webhook_executions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=True),
+    sa.Column("task_id", sa.String(128), nullable=True),
+    sa.Column("task_title", sa.String(200), nullable=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("request_status", sa.String(16), nullable=False),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Index("ix_webhook_executions_worker_created", "worker_id", "created_at"),
+)

@@ -1,0 +1,192 @@
+"""Schedules: when a worker runs on its own, checked and timed here (spec §3.6, §16.13)."""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from croniter import CroniterError, croniter
+
+from kennel import ids
+from kennel.clock import Clock
+from kennel.errors import InvalidInputError, NotFoundError
+from kennel.models import Budget, Principal
+from kennel.services.workers import WorkerService
+from kennel.storage import Store
+from kennel.storage.schedules import Schedule, ScheduleKind
+
+MAX_SECONDS = 31_536_000
+"""Upper bound of `delayInSeconds` and `intervalSeconds`: one year (spec §13)."""
+CRON_FIELDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest:
+    """A new schedule as the caller described it; only the field of its `kind` is read."""
+
+    input: str
+    kind: ScheduleKind
+    budget: Budget = Budget.STANDARD
+    date: str | None = None
+    delay_seconds: int | None = None
+    interval_seconds: int | None = None
+    cron: str | None = None
+    timezone: str | None = None
+
+
+class ScheduleService:
+    def __init__(self, store: Store, workers: WorkerService, clock: Clock) -> None:
+        self._store = store
+        self._workers = workers
+        self._clock = clock
+
+    async def create(
+        self, principal: Principal, worker_id: str, request: ScheduleRequest
+    ) -> Schedule:
+        """Schedule the worker. Anyone who may run tasks on it (sees it) may schedule it."""
+        worker = await self._workers.visible(principal, worker_id)
+        if not request.input:
+            raise InvalidInputError("input must not be empty")
+        zone = zone_named(request.timezone) if request.timezone is not None else UTC
+        now = self._clock.now()
+        schedule = Schedule(
+            id=ids.new_id("sch"),
+            worker_id=worker.id,
+            organization_id=worker.organization_id,
+            input=request.input,
+            budget=request.budget,
+            kind=request.kind,
+            delay_seconds=None,
+            interval_seconds=None,
+            cron=None,
+            timezone=request.timezone,
+            run_at=None,
+            next_run_at=None,
+            created_by_user_id=principal.user_id,
+            created_at=now,
+        )
+        schedule = _timed(schedule, request, zone, now)
+        await self._store.schedules.create(schedule)
+        return schedule
+
+    async def list(self, principal: Principal, worker_id: str) -> list[Schedule]:
+        """The worker's schedules that will still fire, oldest first."""
+        worker = await self._workers.visible(principal, worker_id)
+        return await self._store.schedules.list_active(worker.id)
+
+    async def cancel(self, principal: Principal, worker_id: str, schedule_id: str) -> None:
+        """Stop a schedule; like creating one, open to anyone who sees the worker."""
+        worker = await self._workers.visible(principal, worker_id)
+        if not await self._store.schedules.cancel(worker.id, schedule_id, self._clock.now()):
+            raise NotFoundError(f"schedule {schedule_id} not found")
+
+
+def _timed(schedule: Schedule, request: ScheduleRequest, zone: tzinfo, now: datetime) -> Schedule:
+    """The schedule with its kind's field checked and its first run worked out."""
+    match request.kind:
+        case ScheduleKind.SCHEDULED:
+            run_at = parse_date(_given(request.date, "date"), zone)
+            if run_at < now:
+                raise InvalidInputError("when.date is in the past")
+            return replace(schedule, run_at=run_at, next_run_at=run_at)
+        case ScheduleKind.DELAYED:
+            delay = _seconds(request.delay_seconds, "delayInSeconds")
+            run_at = now + timedelta(seconds=delay)
+            return replace(schedule, delay_seconds=delay, run_at=run_at, next_run_at=run_at)
+        case ScheduleKind.INTERVAL:
+            interval = _seconds(request.interval_seconds, "intervalSeconds")
+            timed = replace(schedule, interval_seconds=interval)
+        case ScheduleKind.CRON:
+            expression = check_cron(_given(request.cron, "cron"))
+            timed = replace(schedule, cron=expression)
+    return replace(timed, next_run_at=next_run_after(timed, now))
+
+
+def next_run_after(schedule: Schedule, moment: datetime) -> datetime | None:
+    """When a schedule fires next after `moment`; None for a one-shot (it fires only once)."""
+    if schedule.kind is ScheduleKind.INTERVAL and schedule.interval_seconds is not None:
+        return moment + timedelta(seconds=schedule.interval_seconds)
+    if schedule.kind is ScheduleKind.CRON and schedule.cron is not None:
+        zone = zone_named(schedule.timezone) if schedule.timezone is not None else UTC
+        return next_cron_run(schedule.cron, zone, moment)
+    return None
+
+
+def next_cron_run(expression: str, zone: tzinfo, after: datetime) -> datetime:
+    """The first instant strictly after `after` that matches `expression` read as wall-clock
+    time in `zone`, in UTC. Across DST changes the wall-clock time holds (`0 9 * * *` in
+    Europe/Madrid is 08:00Z in winter, 07:00Z in summer) and, as in Vixie cron, a time skipped
+    by the spring change runs at the end of the gap, and a job at fixed hours runs once, not
+    twice, in the hour the autumn change repeats."""
+    try:
+        runs = croniter(expression, after.astimezone(zone))
+        moment = runs.get_next(datetime)
+        if _is_repeated(moment) and croniter.expand(expression)[0][1] != ["*"]:
+            moment = runs.get_next(datetime)
+    except CroniterError:
+        raise InvalidInputError(f"when.cron {expression!r} never fires") from None
+    return moment.astimezone(UTC)
+
+
+def _is_repeated(moment: datetime) -> bool:
+    """Whether a wall-clock time is the second of two with that reading (autumn DST change)."""
+    return moment.fold == 1 and moment.replace(fold=0).utcoffset() != moment.utcoffset()
+
+
+def check_cron(expression: str) -> str:
+    """A 5-field cron expression (croniter dialect) or a nickname such as `@daily`."""
+    expression = " ".join(expression.split())
+    if not expression:
+        raise InvalidInputError("when.cron must not be empty")
+    if not expression.startswith("@") and len(expression.split(" ")) != CRON_FIELDS:
+        raise InvalidInputError(
+            "when.cron must have 5 fields (minute hour day-of-month month day-of-week) "
+            "or be a nickname such as @daily"
+        )
+    if not croniter.is_valid(expression):
+        raise InvalidInputError(f"when.cron {expression!r} is not a valid cron expression")
+    return expression
+
+
+def parse_date(text: str, zone: tzinfo) -> datetime:
+    """An ISO-8601 date-time in UTC; without an offset it is read in `zone`."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"when.date {text!r} is not an ISO-8601 date-time (e.g. 2030-01-02T03:04:05Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
+
+
+def zone_named(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone of that name (`Europe/Madrid`, `UTC`)."""
+    if name not in _zone_names():
+        raise InvalidInputError(
+            f"timezone {name!r} is not an IANA time zone name such as Europe/Madrid"
+        )
+    return zoneinfo.ZoneInfo(name)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # Read once: the system's zone files, or the `tzdata` package where there are none.
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _given(value: str | None, name: str) -> str:
+    if value is None or not value.strip():
+        raise InvalidInputError(f"when.{name} is required for this type of schedule")
+    return value
+
+
+def _seconds(value: int | None, name: str) -> int:
+    if value is None:
+        raise InvalidInputError(f"when.{name} is required for this type of schedule")
+    if isinstance(value, bool) or not 1 <= value <= MAX_SECONDS:
+        raise InvalidInputError(f"when.{name} must be an integer from 1 to {MAX_SECONDS}")
+    return value

@@ -1,0 +1,128 @@
+"""Schedules: when a worker runs on its own (spec §3.6-3.8, §16.13)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from kennel.models import Budget
+from kennel.storage.database import Database
+from kennel.storage.tables import schedules
+
+
+class ScheduleKind(StrEnum):
+    """The `type` of a schedule's `when` (spec §3.6)."""
+
+    SCHEDULED = "scheduled"
+    DELAYED = "delayed"
+    CRON = "cron"
+    INTERVAL = "interval"
+
+    @property
+    def is_one_shot(self) -> bool:
+        return self in (ScheduleKind.SCHEDULED, ScheduleKind.DELAYED)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule of a worker; `next_run_at` is None once a one-shot has fired."""
+
+    id: str
+    worker_id: str
+    organization_id: str
+    input: str
+    budget: Budget
+    kind: ScheduleKind
+    delay_seconds: int | None
+    interval_seconds: int | None
+    cron: str | None
+    timezone: str | None
+    """IANA name the cron expression is read in; None means UTC."""
+    run_at: datetime | None
+    """The instant a one-shot (`scheduled`, `delayed`) is due; None for recurring kinds."""
+    next_run_at: datetime | None
+    created_by_user_id: str
+    created_at: datetime
+    cancelled_at: datetime | None = None
+    last_fired_at: datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.cancelled_at is None and self.next_run_at is not None
+
+
+class ScheduleStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, schedule: Schedule) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                schedules.insert().values(
+                    id=schedule.id,
+                    worker_id=schedule.worker_id,
+                    organization_id=schedule.organization_id,
+                    input=schedule.input,
+                    budget=schedule.budget.value,
+                    kind=schedule.kind.value,
+                    delay_seconds=schedule.delay_seconds,
+                    interval_seconds=schedule.interval_seconds,
+                    cron=schedule.cron,
+                    timezone=schedule.timezone,
+                    run_at=schedule.run_at,
+                    next_run_at=schedule.next_run_at,
+                    created_by_user_id=schedule.created_by_user_id,
+                    created_at=schedule.created_at,
+                    cancelled_at=schedule.cancelled_at,
+                    last_fired_at=schedule.last_fired_at,
+                )
+            )
+
+    async def list_active(self, worker_id: str) -> list[Schedule]:
+        """The worker's schedules that will still fire, oldest first."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(schedules)
+                .where(schedules.c.worker_id == worker_id, _active())
+                .order_by(schedules.c.created_at, schedules.c.id)
+            )
+            return [schedule_from_row(row) for row in rows]
+
+    async def cancel(self, worker_id: str, schedule_id: str, now: datetime) -> bool:
+        """Stop an active schedule of the worker; False if there is no such active schedule."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                schedules.update()
+                .where(schedules.c.id == schedule_id, schedules.c.worker_id == worker_id, _active())
+                .values(cancelled_at=now)
+            )
+        return result.rowcount > 0
+
+
+def _active() -> sa.ColumnElement[bool]:
+    return sa.and_(schedules.c.cancelled_at.is_(None), schedules.c.next_run_at.is_not(None))
+
+
+def schedule_from_row(row: Any) -> Schedule:
+    return Schedule(
+        id=row.id,
+        worker_id=row.worker_id,
+        organization_id=row.organization_id,
+        input=row.input,
+        budget=Budget(row.budget),
+        kind=ScheduleKind(row.kind),
+        delay_seconds=row.delay_seconds,
+        interval_seconds=row.interval_seconds,
+        cron=row.cron,
+        timezone=row.timezone,
+        run_at=row.run_at,
+        next_run_at=row.next_run_at,
+        created_by_user_id=row.created_by_user_id,
+        created_at=row.created_at,
+        cancelled_at=row.cancelled_at,
+        last_fired_at=row.last_fired_at,
+    )

@@ -1,0 +1,112 @@
+"""Storage contract for webhooks and their execution log, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from conftest import FakeClock
+from kennel import ids
+from kennel.models import Budget, Submission, Task, TriggeredBy, Worker
+from kennel.storage import Store
+from kennel.storage.webhooks import DeliveryStatus, WebhookExecution
+from test_storage_schedules import stored_worker
+
+
+def _execution(worker: Worker, clock: FakeClock, **changes: object) -> WebhookExecution:
+    execution = WebhookExecution(
+        id=ids.new_id("whe"),
+        worker_id=worker.id,
+        organization_id=worker.organization_id,
+        url="https://hooks.example.com/a",
+        request_status=DeliveryStatus.SUCCESS,
+        response_status=200,
+        error_message=None,
+        duration_ms=12,
+        created_at=clock.now(),
+    )
+    return replace(execution, **changes)
+
+
+def _accept(task: Task) -> None:
+    return None
+
+
+async def test_set_url_keeps_the_first_token(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    assert await store.webhooks.get(worker.id) is None
+    first = await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
+    assert (first.url, first.token) == ("https://a.example/", "whk_first")
+    clock.advance(5)
+    moved = await store.webhooks.set_url(worker.id, "https://b.example/", "whk_other", clock.now())
+    assert (moved.url, moved.token) == ("https://b.example/", "whk_first")
+    assert moved.updated_at > first.updated_at
+    assert await store.webhooks.get(worker.id) == moved
+
+
+async def test_clear_forgets_url_and_token(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
+    await store.webhooks.clear(worker.id)
+    assert await store.webhooks.get(worker.id) is None
+    await store.webhooks.clear(worker.id)
+    again = await store.webhooks.set_url(worker.id, "https://a.example/", "whk_new", clock.now())
+    assert again.token == "whk_new"
+
+
+async def test_replace_token_needs_a_configured_webhook(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    assert await store.webhooks.replace_token(worker.id, "whk_x", clock.now()) is None
+    await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
+    replaced = await store.webhooks.replace_token(worker.id, "whk_second", clock.now())
+    assert replaced is not None
+    assert (replaced.url, replaced.token) == ("https://a.example/", "whk_second")
+
+
+async def test_executions_page_newest_first(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    other = await stored_worker(store, clock, "bob@example.com")
+    recorded = []
+    for number in range(7):
+        clock.advance(1)
+        execution = _execution(worker, clock, duration_ms=number)
+        await store.webhooks.record_execution(execution)
+        recorded.append(execution)
+    await store.webhooks.record_execution(_execution(other, clock))
+    newest_first = list(reversed(recorded))
+
+    page, total = await store.webhooks.executions(worker.id, offset=0, limit=3)
+    assert total == 7 and page == newest_first[:3]
+    last, _ = await store.webhooks.executions(worker.id, offset=6, limit=3)
+    assert last == newest_first[6:]
+    beyond, total = await store.webhooks.executions(worker.id, offset=9, limit=3)
+    assert beyond == [] and total == 7
+
+
+async def test_an_execution_keeps_its_task_and_failure(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    submission = Submission(
+        organization_id=worker.organization_id,
+        task_id="tsk_hooked",
+        worker=worker,
+        input="hello",
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title="Hello there",
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    task, _, _ = await store.tasks.submit(submission, clock.now(), _accept)
+    failed = _execution(
+        worker,
+        clock,
+        request_status=DeliveryStatus.ERROR,
+        response_status=None,
+        error_message="connection refused",
+        task_key=task.key,
+        task_id=task.id,
+        task_title=task.title,
+    )
+    await store.webhooks.record_execution(failed)
+    assert (await store.webhooks.executions(worker.id, offset=0, limit=50))[0] == [failed]
