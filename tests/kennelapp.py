@@ -12,6 +12,7 @@ import httpx
 
 from fakellm import FakeLLM
 from kennel.app import Kennel, build, create_app, running
+from kennel.clock import Clock
 from kennel.config import Settings
 
 
@@ -47,11 +48,14 @@ def settings_for(folder: Path, llm: FakeLLM | None, **overrides: Any) -> Setting
 
 
 @asynccontextmanager
-async def kennel_api(settings: Settings) -> AsyncIterator[Api]:
-    kennel = build(settings)
-    async with running(kennel):
+async def kennel_api(
+    settings: Settings, clock: Clock | None = None, *, with_runner: bool = True
+) -> AsyncIterator[Api]:
+    """The app on `settings` (and `clock`), with a key for ada@acme.test in organization acme."""
+    kennel = build(settings, clock)
+    async with running(kennel, with_runner=with_runner):
         created = await kennel.services.auth.create_key("acme", "ada@acme.test")
-        transport = httpx.ASGITransport(app=create_app(kennel))
+        transport = httpx.ASGITransport(app=create_app(kennel, with_runner=with_runner))
         async with httpx.AsyncClient(
             transport=transport,
             base_url="http://kennel.test",
@@ -59,3 +63,11 @@ async def kennel_api(settings: Settings) -> AsyncIterator[Api]:
             timeout=30,
         ) as client:
             yield Api(kennel, client, created.key)
+
+
+async def new_worker(client: httpx.AsyncClient, **fields: Any) -> str:
+    """The id of a new worker created through the API."""
+    response = await client.post("/api/workers", json={"title": "Rex", **fields})
+    assert response.status_code == 200, response.text
+    worker_id: str = response.json()["id"]
+    return worker_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,36 +12,13 @@ import pytest
 from handinger import AsyncHandinger
 
 from conftest import FakeClock
-from kennel.app import build, create_app, running
-from kennel.config import Settings
-from kennelapp import Api, settings_for
-
-
-@asynccontextmanager
-async def api_at(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
-    """Like `kennelapp.kennel_api`, but on the given clock and without a runner."""
-    kennel = build(settings, clock)
-    async with running(kennel, with_runner=False):
-        created = await kennel.services.auth.create_key("acme", "ada@acme.test")
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(kennel, with_runner=False)),
-            base_url="http://kennel.test",
-            headers={"Authorization": f"Bearer {created.key}"},
-        ) as client:
-            yield Api(kennel, client, created.key)
+from kennelapp import Api, kennel_api, new_worker, settings_for
 
 
 @pytest.fixture
 async def timed(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Api]:
-    async with api_at(settings_for(tmp_path, None), clock) as running_api:
+    async with kennel_api(settings_for(tmp_path, None), clock, with_runner=False) as running_api:
         yield running_api
-
-
-async def new_worker(client: httpx.AsyncClient, **fields: Any) -> str:
-    response = await client.post("/api/workers", json={"title": "Rex", **fields})
-    assert response.status_code == 200, response.text
-    worker_id: str = response.json()["id"]
-    return worker_id
 
 
 async def _schedule(api: Api, worker_id: str, when: dict[str, Any], **body: Any) -> Any:

@@ -12,8 +12,7 @@ from handinger import AsyncHandinger
 
 from kennel import ids
 from kennel.storage.webhooks import DeliveryStatus, WebhookExecution
-from kennelapp import Api, kennel_api, settings_for
-from test_api_schedules import new_worker
+from kennelapp import Api, kennel_api, new_worker, settings_for
 
 EMPTY_JSON = {"Content-Type": "application/json"}
 """What the SDK sends on DELETE and regenerate-token: this content type and no body."""
