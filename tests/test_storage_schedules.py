@@ -11,9 +11,8 @@ from alembic.migration import MigrationContext
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import Budget, Visibility, Worker
+from kennel.models import Budget, Schedule, ScheduleKind, Visibility, Worker
 from kennel.storage import Store
-from kennel.storage.schedules import Schedule, ScheduleKind
 from kennel.storage.tables import metadata
 
 NEW_TABLES = {"schedules", "webhooks", "webhook_executions"}

@@ -6,9 +6,16 @@ from dataclasses import replace
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import Budget, Submission, Task, TriggeredBy, Worker
+from kennel.models import (
+    Budget,
+    DeliveryStatus,
+    Submission,
+    Task,
+    TriggeredBy,
+    WebhookExecution,
+    Worker,
+)
 from kennel.storage import Store
-from kennel.storage.webhooks import DeliveryStatus, WebhookExecution
 from test_storage_schedules import stored_worker
 
 

@@ -252,3 +252,79 @@ class Page(Generic[T]):
     page: int
     page_count: int
     total_count: int
+
+
+class ScheduleKind(StrEnum):
+    """The `type` of a schedule's `when` (spec §3.6)."""
+
+    SCHEDULED = "scheduled"
+    DELAYED = "delayed"
+    CRON = "cron"
+    INTERVAL = "interval"
+
+    @property
+    def is_one_shot(self) -> bool:
+        return self in (ScheduleKind.SCHEDULED, ScheduleKind.DELAYED)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule of a worker; `next_run_at` is None once a one-shot has fired."""
+
+    id: str
+    worker_id: str
+    organization_id: str
+    input: str
+    budget: Budget
+    kind: ScheduleKind
+    delay_seconds: int | None
+    interval_seconds: int | None
+    cron: str | None
+    timezone: str | None
+    """IANA name the cron expression is read in; None means UTC."""
+    run_at: datetime | None
+    """The instant a one-shot (`scheduled`, `delayed`) is due; None for recurring kinds."""
+    next_run_at: datetime | None
+    created_by_user_id: str
+    created_at: datetime
+    cancelled_at: datetime | None = None
+    last_fired_at: datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.cancelled_at is None and self.next_run_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A configured webhook: a worker has one, or none (no row)."""
+
+    worker_id: str
+    url: str
+    token: str
+    updated_at: datetime
+
+
+class DeliveryStatus(StrEnum):
+    """`requestStatus` of an execution: `success` iff the endpoint answered 2xx (spec §4.8)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookExecution:
+    """One delivery attempt to a worker's webhook."""
+
+    id: str
+    worker_id: str
+    organization_id: str
+    url: str
+    request_status: DeliveryStatus
+    response_status: int | None
+    error_message: str | None
+    duration_ms: int
+    created_at: datetime
+    task_key: int | None = None
+    task_id: str | None = None
+    task_title: str | None = None

@@ -12,9 +12,8 @@ from kennel.api.deps import PrincipalDep, ServicesDep
 from kennel.api.schemas import json_body
 from kennel.clock import iso
 from kennel.errors import InvalidInputError
-from kennel.models import Budget
+from kennel.models import Budget, Schedule, ScheduleKind
 from kennel.services.schedules import ScheduleRequest
-from kennel.storage.schedules import Schedule, ScheduleKind
 
 router = APIRouter(prefix="/api/workers/{worker_id}/schedules")
 

@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from kennel.api.deps import PrincipalDep, ServicesDep
 from kennel.api.schemas import json_body
 from kennel.clock import iso
-from kennel.models import Page
-from kennel.storage.webhooks import Webhook, WebhookExecution
+from kennel.models import Page, Webhook, WebhookExecution
 
 router = APIRouter(prefix="/api/workers/{worker_id}/webhook")
 

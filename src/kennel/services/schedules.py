@@ -12,10 +12,9 @@ from croniter import CroniterError, croniter
 from kennel import ids
 from kennel.clock import Clock
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import Budget, Principal
+from kennel.models import Budget, Principal, Schedule, ScheduleKind
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
-from kennel.storage.schedules import Schedule, ScheduleKind
 
 MAX_SECONDS = 31_536_000
 """Upper bound of `delayInSeconds` and `intervalSeconds`: one year (spec §13)."""

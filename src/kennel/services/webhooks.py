@@ -8,11 +8,10 @@ import secrets
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import Page, Principal
+from kennel.models import Page, Principal, Webhook, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
-from kennel.storage.webhooks import Webhook, WebhookExecution
 
 TOKEN_PREFIX = "whk_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_BYTES = 24

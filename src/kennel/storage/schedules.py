@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
-from kennel.models import Budget
+from kennel.models import Budget, Schedule, ScheduleKind
 from kennel.storage.database import Database
 from kennel.storage.tables import schedules
-
-
-class ScheduleKind(StrEnum):
-    """The `type` of a schedule's `when` (spec §3.6)."""
-
-    SCHEDULED = "scheduled"
-    DELAYED = "delayed"
-    CRON = "cron"
-    INTERVAL = "interval"
-
-    @property
-    def is_one_shot(self) -> bool:
-        return self in (ScheduleKind.SCHEDULED, ScheduleKind.DELAYED)
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A schedule of a worker; `next_run_at` is None once a one-shot has fired."""
-
-    id: str
-    worker_id: str
-    organization_id: str
-    input: str
-    budget: Budget
-    kind: ScheduleKind
-    delay_seconds: int | None
-    interval_seconds: int | None
-    cron: str | None
-    timezone: str | None
-    """IANA name the cron expression is read in; None means UTC."""
-    run_at: datetime | None
-    """The instant a one-shot (`scheduled`, `delayed`) is due; None for recurring kinds."""
-    next_run_at: datetime | None
-    created_by_user_id: str
-    created_at: datetime
-    cancelled_at: datetime | None = None
-    last_fired_at: datetime | None = None
-
-    @property
-    def is_active(self) -> bool:
-        return self.cancelled_at is None and self.next_run_at is not None
 
 
 class ScheduleStore:

@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kennel.models import DeliveryStatus, Webhook, WebhookExecution
 from kennel.storage.database import Database
 from kennel.storage.tables import webhook_executions, webhooks
-
-
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A configured webhook: a worker has one, or none (no row)."""
-
-    worker_id: str
-    url: str
-    token: str
-    updated_at: datetime
-
-
-class DeliveryStatus(StrEnum):
-    """`requestStatus` of an execution: `success` iff the endpoint answered 2xx (spec §4.8)."""
-
-    SUCCESS = "success"
-    ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookExecution:
-    """One delivery attempt to a worker's webhook."""
-
-    id: str
-    worker_id: str
-    organization_id: str
-    url: str
-    request_status: DeliveryStatus
-    response_status: int | None
-    error_message: str | None
-    duration_ms: int
-    created_at: datetime
-    task_key: int | None = None
-    task_id: str | None = None
-    task_title: str | None = None
 
 
 class WebhookStore:
