@@ -72,7 +72,9 @@ class EventSink:
         self._dirty.set()
 
     async def run(self) -> None:
-        while True:
+        # `close()` may land at any await below; checking `_closing` before every wait (rather
+        # than trusting `_dirty`, which this loop clears) is what guarantees the loop ends.
+        while not self._closing.is_set():
             await self._dirty.wait()
             try:
                 async with asyncio.timeout(FLUSH_SECONDS):
@@ -82,7 +84,8 @@ class EventSink:
                 pass
             self._dirty.clear()
             batch, self._buffer = self._buffer, []
-            await self._append(batch)
+            if batch:
+                await self._append(batch)
 
     def close(self) -> list[str]:
         """Stop flushing; returns what is left for the final transaction."""

@@ -1,0 +1,46 @@
+"""The event sink batches a run's chunks and always stops when the run closes it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kennel.services import turns
+from kennel.services.turns import EventSink
+
+
+async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() -> None:
+    appended: list[list[str]] = []
+
+    async def append(bodies: list[str]) -> None:
+        appended.append(bodies)
+
+    sink = EventSink(append)
+    flusher = asyncio.create_task(sink.run())
+    sink.emit({"type": "start"})
+    sink.emit({"type": "start-step"})
+    await asyncio.sleep(turns.FLUSH_SECONDS * 3)
+    sink.emit({"type": "finish"})
+    rest = sink.close()
+    await asyncio.wait_for(flusher, 1)
+    assert appended == [['{"type":"start"}', '{"type":"start-step"}']]
+    assert rest == ['{"type":"finish"}']
+
+
+@pytest.mark.parametrize("delay_steps", range(40))
+async def test_closing_at_any_moment_stops_the_flusher(
+    monkeypatch: pytest.MonkeyPatch, delay_steps: int
+) -> None:
+    """Closing right after the batching window ends must not leave the flusher waiting."""
+    monkeypatch.setattr(turns, "FLUSH_SECONDS", 0.002)
+
+    async def append(bodies: list[str]) -> None:
+        await asyncio.sleep(0)
+
+    sink = EventSink(append)
+    flusher = asyncio.create_task(sink.run())
+    sink.emit({"type": "start"})
+    await asyncio.sleep(0.0001 * delay_steps)
+    sink.close()
+    await asyncio.wait_for(flusher, 1)
