@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,10 +39,16 @@ def _post_in_background(server: KennelServer, key: str, body: dict[str, object])
     threading.Thread(target=post, daemon=True).start()
 
 
+def _is_turn_call(request: dict[str, Any], text: str) -> bool:
+    """A model call of the turn itself, not the side request that writes the task title."""
+    system = str(request["messages"][0].get("content"))
+    return request["messages"][-1].get("content") == text and "short title" not in system
+
+
 def _wait_for_model_call(llm: FakeLLM, text: str, count: int = 1) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        calls = [r for r in llm.requests if r["messages"][-1].get("content") == text]
+        calls = [r for r in list(llm.requests) if _is_turn_call(r, text)]
         if len(calls) >= count:
             return
         time.sleep(0.02)
