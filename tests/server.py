@@ -20,7 +20,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: a crashed or killed test run leaves no server behind."""
+    """Runs in the child before exec: a crashed or killed test run leaves no server behind.
+
+    Linux ties this signal to the *thread* that started the child, so start servers from the
+    main thread: a server started from a worker thread dies when that thread ends.
+    """
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

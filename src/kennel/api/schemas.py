@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from kennel.errors import InvalidInputError
 from kennel.models import Budget, Visibility
+
+MAX_PAGE = 1_000_000
+
+# 1-based page of a listing; bounded so an offset always fits the database's integers.
+PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
 class _Body(BaseModel):

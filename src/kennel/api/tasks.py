@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
-from kennel.api.schemas import CreateTaskBody, json_body
+from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
 from kennel.api.sse import DONE, PING, data_frame, frame, sse_response
 from kennel.api.uploads import read_multipart
 from kennel.models import TaskStatus
@@ -80,7 +80,7 @@ async def list_tasks(
     app: ServicesDep,
     worker_id: Annotated[str | None, Query(alias="workerId", min_length=1)] = None,
     status: TaskStatus | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
 ) -> JSONResponse:
     found = await app.tasks.list(
         caller, worker_id=worker_id, status=status, page=page, page_size=PAGE_SIZE

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import json_body
+from kennel.api.schemas import PageNumber, json_body
 from kennel.clock import iso
 from kennel.models import Page, Webhook, WebhookExecution
 
@@ -91,7 +91,7 @@ async def list_executions(
     worker_id: str,
     caller: PrincipalDep,
     app: ServicesDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: PageNumber = 1,
 ) -> JSONResponse:
     found = await app.webhooks.executions(caller, worker_id, page, PAGE_SIZE)
     return JSONResponse(executions_wire(found))

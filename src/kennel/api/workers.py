@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
-from kennel.api.schemas import CreateWorkerBody, UpdateWorkerBody, json_body
+from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody, json_body
 from kennel.api.sse import DONE, PING, data_frame, frame, resume_point, sse_response
 from kennel.errors import NotFoundError
 from kennel.models import Principal
@@ -38,7 +38,7 @@ async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep
 
 @router.get("")
 async def list_workers(
-    caller: PrincipalDep, app: ServicesDep, page: Annotated[int, Query(ge=1)] = 1
+    caller: PrincipalDep, app: ServicesDep, page: PageNumber = 1
 ) -> JSONResponse:
     found = await app.workers.list(caller, page, PAGE_SIZE)
     return JSONResponse(app.wire.page(found, [app.wire.template(w) for w in found.items]))
