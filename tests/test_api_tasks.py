@@ -30,17 +30,22 @@ async def test_a_task_without_worker_creates_one_and_answers(api: Api, llm: Fake
     assert task["turns"][0]["outputText"] == "echo: Say hello to Oslo"
     template = (await api.client.get(f"/api/workers/{worker['id']}")).json()
     assert template["output_text"] == "echo: Say hello to Oslo"
-    turn_requests = [r for r in llm.requests if "title" not in r["messages"][0]["content"]]
-    assert turn_requests[0]["messages"][0] == {"role": "system", "content": "Say hello to Oslo"}
+    assert llm.requests[0]["messages"][0] == {"role": "system", "content": "Say hello to Oslo"}
 
 
-async def test_the_task_title_is_written_by_the_model(api: Api) -> None:
-    worker = (
-        await api.client.post("/api/tasks", json={"input": "Say hello to the city of Oslo"})
-    ).json()
-    assert worker["metadata"]["taskTitle"] == "Say hello to the city"
+async def test_a_long_first_input_gets_a_title_from_the_model(api: Api, llm: FakeLLM) -> None:
+    text = "Please compare the train and bus connections between Oslo and Bergen for next weekend"
+    worker = (await api.client.post("/api/tasks", json={"input": text})).json()
+    assert worker["metadata"]["taskTitle"] == "Please compare the train and"
     task = (await api.client.get(f"/api/tasks/{worker['metadata']['taskId']}")).json()
-    assert task["task"]["title"] == "Say hello to the city"
+    assert task["task"]["title"] == "Please compare the train and"
+    assert any("short title" in r["messages"][0]["content"] for r in llm.requests)
+
+
+async def test_a_short_first_input_is_its_own_title(api: Api, llm: FakeLLM) -> None:
+    worker = (await api.client.post("/api/tasks", json={"input": "Say  hello\tto Oslo"})).json()
+    assert worker["metadata"]["taskTitle"] == "Say hello to Oslo"
+    assert not any("short title" in r["messages"][0]["content"] for r in llm.requests)
 
 
 async def test_follow_up_turns_see_the_conversation(api: Api, llm: FakeLLM) -> None:

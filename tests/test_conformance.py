@@ -575,7 +575,7 @@ def test_retrieve_task_returns_the_task_and_its_turns(
     )
     assert task.organization_id == worker.organization_id
     assert task.created_by_user_id == worker.user_id
-    assert task.title == "Describe a corgi in one" == result.metadata["taskTitle"]
+    assert task.title == "Describe a corgi in one line" == result.metadata["taskTitle"]
     assert task.url == f"{kennel.base_url}/worker/{worker.id}/task/{task_id}"
     assert is_iso(task.created_at) and is_iso(task.completed_at)
     assert task.totals.turn_count == 1 and task.totals.credits >= 1

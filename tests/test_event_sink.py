@@ -44,3 +44,23 @@ async def test_closing_at_any_moment_stops_the_flusher(
     await asyncio.sleep(0.0001 * delay_steps)
     sink.close()
     await asyncio.wait_for(flusher, 1)
+
+
+async def test_a_run_nobody_watches_keeps_everything_for_its_final_write() -> None:
+    appended: list[list[str]] = []
+    watched = False
+
+    async def append(bodies: list[str]) -> None:
+        appended.append(bodies)
+
+    sink = EventSink(append, lambda: watched)
+    flusher = asyncio.create_task(sink.run())
+    sink.emit({"type": "start"})
+    await asyncio.sleep(turns.FLUSH_SECONDS * 3)
+    assert appended == []
+    watched = True
+    sink.emit({"type": "start-step"})
+    await asyncio.sleep(turns.FLUSH_SECONDS * 3)
+    assert appended == [['{"type":"start"}', '{"type":"start-step"}']]
+    assert sink.close() == []
+    await asyncio.wait_for(flusher, 1)

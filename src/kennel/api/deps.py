@@ -34,13 +34,13 @@ class Services:
     webhooks: WebhookService
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
 
 async def principal(request: Request) -> Principal:
-    found = services(request)
+    found: Services = request.app.state.services
     caller = await found.auth.authenticate(request.headers.get("authorization"))
     found.limiter.check(caller.key_id)
     return caller

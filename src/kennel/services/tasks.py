@@ -28,7 +28,7 @@ from kennel.models import (
 )
 from kennel.services.workers import WorkerDraft, WorkerService
 from kennel.storage import Store, TaskSnapshot
-from kennel.storage.wakeups import task_topic
+from kennel.storage.wakeups import task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
 POLL_SECONDS = 1.0
@@ -141,20 +141,23 @@ class TaskService:
         draft = WorkerDraft(instructions=request.input)
         return self._workers.new_worker(principal, draft), True
 
-    async def wait_for_turn(self, task_key: int, turn_id: str, seconds: float) -> Turn | None:
-        """The turn once it has ended, or None if it is still going after `seconds`."""
-        with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
-            deadline = time.monotonic() + seconds
-            while True:
-                turn = await self._store.tasks.get_turn(turn_id)
-                if turn is None:
-                    raise NotFoundError(f"turn {turn_id} not found")
-                if turn.status.is_terminal:
-                    return turn
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                await wakeup.wait(min(remaining, POLL_SECONDS))
+    async def wait_for_turn(self, turn_id: str, seconds: float) -> Turn | None:
+        """The turn once it has ended, or None if it is still going after `seconds`.
+
+        The end of a turn wakes its waiters (in every process), so this reads the turn once
+        before waiting and once after.
+        """
+        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
+            turn = await self._ended_turn(turn_id)
+            if turn is None and await ended.wait(seconds):
+                turn = await self._ended_turn(turn_id)
+            return turn
+
+    async def _ended_turn(self, turn_id: str) -> Turn | None:
+        turn = await self._store.tasks.get_turn(turn_id)
+        if turn is None:
+            raise NotFoundError(f"turn {turn_id} not found")
+        return turn if turn.status.is_terminal else None
 
     async def follow(
         self, task_key: int, after: int, *, turn_id: str | None, idle_timeout: float
@@ -254,8 +257,14 @@ class TaskService:
 
 
 def provisional_title(text: str) -> str:
-    """The task's title until the model has written one: its input's first line, shortened."""
+    """The task's title until the model has written one: its input on one line, shortened."""
     line = " ".join(text.split())
     if len(line) <= PROVISIONAL_TITLE_LENGTH:
         return line
     return line[: PROVISIONAL_TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def is_own_title(text: str) -> bool:
+    """A short one-line input is the best title of its task; the model only summarises longer
+    ones (which saves a model request per task)."""
+    return "\n" not in text.strip() and len(" ".join(text.split())) <= PROVISIONAL_TITLE_LENGTH

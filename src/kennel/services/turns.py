@@ -29,7 +29,9 @@ from kennel.models import (
     Usage,
 )
 from kennel.services.billing import add_usage, credits_for
+from kennel.services.tasks import is_own_title
 from kennel.storage import ExpiredJob, Store
+from kennel.storage.wakeups import task_topic
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,18 @@ def failure_chunks(message: str, *, started: bool, turn_id: str) -> list[dict[st
 class EventSink:
     """Buffers a run's chunks and appends them to the task's log in small batches.
 
-    Whatever is still buffered when the run ends goes into the run's final transaction, so a
-    fast turn costs one write. A lost lease surfaces here as `LeaseLostError`.
+    Batches are written while someone may be following the task live (`is_watched`); a run
+    nobody watches writes everything in its final transaction, so a turn costs one write.
+    A lost lease surfaces here as `LeaseLostError`.
     """
 
-    def __init__(self, append: Callable[[list[str]], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        append: Callable[[list[str]], Awaitable[object]],
+        is_watched: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._append = append
+        self._is_watched = is_watched
         self._buffer: list[str] = []
         self._dirty = asyncio.Event()
         self._closing = asyncio.Event()
@@ -83,8 +91,8 @@ class EventSink:
             except TimeoutError:
                 pass
             self._dirty.clear()
-            batch, self._buffer = self._buffer, []
-            if batch:
+            if self._buffer and self._is_watched():
+                batch, self._buffer = self._buffer, []
                 await self._append(batch)
 
     def close(self) -> list[str]:
@@ -114,7 +122,7 @@ class TurnService:
     async def run(self, job: TurnJob) -> None:
         """Run a claimed turn to its end and record the outcome (unless the lease was lost)."""
         started = time.monotonic()
-        sink = EventSink(self._append_for(job))
+        sink = EventSink(self._append_for(job), self._watcher_of(job.task_key))
         title: str | None = None
         try:
             context = await self._store.runs.load_context(job)
@@ -176,6 +184,14 @@ class TurnService:
             )
         return caps
 
+    def _watcher_of(self, task_key: int) -> Callable[[], bool]:
+        """Whether anyone may be following the task live: its local readers subscribe to its
+        topic; readers in other processes (PostgreSQL) can't be seen, so assume there are."""
+        if not self._store.is_sqlite:
+            return lambda: True
+        wakeups, topic = self._store.database.wakeups, task_topic(task_key)
+        return lambda: wakeups.has_subscribers(topic)
+
     def _append_for(self, job: TurnJob) -> Callable[[list[str]], Awaitable[object]]:
         async def append(bodies: list[str]) -> object:
             return await self._store.runs.append_events(job, bodies, self._clock.now(), self._lease)
@@ -212,7 +228,7 @@ class TurnService:
 
 
 def _needs_title(context: TurnContext) -> bool:
-    return context.turn.seq == 0
+    return context.turn.seq == 0 and not is_own_title(context.turn.input)
 
 
 def _outcome(result: TurnResult) -> TurnOutcome:

@@ -86,6 +86,9 @@ def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=300,
+        # Every use is a `begin()` block that commits or rolls back, so a connection always
+        # comes back clean: the pool's own rollback would only cost a trip to the driver thread.
+        pool_reset_on_return=None,
         connect_args={"timeout": 30},
     )
 

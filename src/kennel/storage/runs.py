@@ -27,7 +27,7 @@ from kennel.storage.tables import (
     workers,
 )
 from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
-from kennel.storage.wakeups import JOBS_TOPIC, task_topic
+from kennel.storage.wakeups import JOBS_TOPIC, task_topic, turn_topic
 from kennel.storage.workers import worker_from_row
 
 
@@ -193,7 +193,9 @@ class RunStore:
             await _fence(conn, job, status="done", finished_at=now)
             await _append(conn, job.task_key, job.turn_id, final_bodies)
             await _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
-            await self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key))
+            await self._db.publish(
+                conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id)
+            )
 
     async def release(self, owner: str) -> int:
         """Hand back this runner's jobs on a clean shutdown, without spending an attempt."""
@@ -291,7 +293,7 @@ class RunStore:
             ).scalar_one()
             await _append(conn, task_key, expired.ref, final_bodies)
             await _record_outcome(conn, expired.ref, task_key, outcome, now)
-            await self._db.publish(conn, JOBS_TOPIC, task_topic(task_key))
+            await self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(expired.ref))
             return True
 
 

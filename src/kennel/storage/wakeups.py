@@ -58,6 +58,9 @@ class Wakeups:
             if not subscribers:
                 del self._subscribers[topic]
 
+    def has_subscribers(self, topic: str) -> bool:
+        return topic in self._subscribers
+
     def publish_local(self, topic: str) -> None:
         for subscription in self._subscribers.get(topic, ()):
             subscription._set()
@@ -80,7 +83,13 @@ class Wakeups:
 
 
 def task_topic(task_key: int) -> str:
+    """Every change to a task's event log."""
     return f"task:{task_key}"
+
+
+def turn_topic(turn_id: str) -> str:
+    """A turn has ended."""
+    return f"turn:{turn_id}"
 
 
 JOBS_TOPIC = "jobs"
