@@ -5,17 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-
 from conftest import FakeClock
 from kennel import ids
 from kennel.models import Budget, Schedule, ScheduleKind, Visibility, Worker
 from kennel.storage import Store
-from kennel.storage.tables import metadata
-
-NEW_TABLES = {"schedules", "webhooks", "webhook_executions"}
 
 
 async def stored_worker(store: Store, clock: FakeClock, email: str = "ada@example.com") -> Worker:
@@ -99,18 +92,3 @@ async def test_cancel_stops_only_an_active_schedule_of_that_worker(
     assert await store.schedules.cancel(worker.id, schedule.id, clock.now())
     assert await store.schedules.list_active(worker.id) == []
     assert not await store.schedules.cancel(worker.id, schedule.id, clock.now())
-
-
-async def test_migrations_match_the_tables(store: Store) -> None:
-    """Migration 0002 creates exactly what `tables.py` declares for its tables."""
-
-    def differences(sync: sa.Connection) -> list[object]:
-        context = MigrationContext.configure(sync, opts={"compare_type": True})
-        return [
-            diff
-            for diff in compare_metadata(context, metadata)
-            if any(table in repr(diff) for table in NEW_TABLES)
-        ]
-
-    async with store.database.read() as conn:
-        assert await conn.run_sync(differences) == []

@@ -87,7 +87,6 @@ class TaskService:
             raise InvalidInputError(
                 "taskId must be 1-128 letters, digits or '._:-', starting with a letter or digit"
             )
-        await self._check_credits(principal)
         worker, create_worker = await self._worker_for(principal, request, task_id)
         await self._catalog.check(worker.model)
         files = [
@@ -121,25 +120,31 @@ class TaskService:
         )
         return Submitted(worker, task, turn, events_after)
 
-    async def _check_credits(self, principal: Principal) -> None:
-        organization = await self._store.auth.get_organization(principal.organization_id)
-        if organization.credit_balance is not None and organization.credit_balance <= 0:
-            raise CreditsExhaustedError("the organization has no credits left")
-
     async def _worker_for(
         self, principal: Principal, request: TaskRequest, task_id: str
     ) -> tuple[Worker, bool]:
-        """The worker that runs the turn, and whether it must be created with the task."""
-        existing = await self._store.tasks.get(principal.organization_id, task_id)
-        if existing is not None:
-            worker = await self._workers.visible(principal, existing.worker_id)
-            if request.worker_id is not None and request.worker_id != existing.worker_id:
-                raise ConflictError(f"task {task_id} belongs to another worker")
-            return worker, False
-        if request.worker_id is not None:
-            return await self._workers.visible(principal, request.worker_id), False
-        draft = WorkerDraft(instructions=request.input)
-        return self._workers.new_worker(principal, draft), True
+        """The worker that runs the turn, and whether it must be created with the task.
+
+        Refuses an organization without credits, a worker the caller can't see, and a task
+        of another worker.
+        """
+        context = await self._store.tasks.submission_context(
+            principal.organization_id, task_id, request.worker_id
+        )
+        if context.credit_balance is not None and context.credit_balance <= 0:
+            raise CreditsExhaustedError("the organization has no credits left")
+        if context.task is None and request.worker_id is None:
+            draft = WorkerDraft(instructions=request.input)
+            return self._workers.new_worker(principal, draft), True
+        worker = context.worker
+        if worker is None or not worker.is_visible_to(principal):
+            missing = (
+                f"task {task_id}" if context.task is not None else f"worker {request.worker_id}"
+            )
+            raise NotFoundError(f"{missing} not found")
+        if request.worker_id is not None and request.worker_id != worker.id:
+            raise ConflictError(f"task {task_id} belongs to another worker")
+        return worker, False
 
     async def wait_for_turn(self, turn_id: str, seconds: float) -> Turn | None:
         """The turn once it has ended, or None if it is still going after `seconds`.

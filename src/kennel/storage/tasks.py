@@ -22,13 +22,14 @@ from kennel.models import (
     TurnError,
     Usage,
     Visibility,
+    Worker,
     WorkspaceFile,
 )
 from kennel.storage.database import Database
 from kennel.storage.files import record_task_files, task_files_of
-from kennel.storage.tables import jobs, tasks, turns, workers
+from kennel.storage.tables import jobs, organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
-from kennel.storage.workers import insert_worker
+from kennel.storage.workers import find_worker, insert_worker
 
 TURN_JOB = "turn"
 
@@ -44,6 +45,16 @@ class TaskSnapshot:
     turns: list[Turn]
     files: list[WorkspaceFile]
     event_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionContext:
+    """What deciding on a new turn needs, read in one transaction."""
+
+    credit_balance: int | None
+    task: Task | None
+    worker: Worker | None
+    """The existing task's worker, else the requested one; None if missing or deleted."""
 
 
 class TaskStore:
@@ -135,6 +146,22 @@ class TaskStore:
             await record_task_files(conn, task.worker_id, task.key, submission.files, now)
             await self._db.publish(conn, JOBS_TOPIC, task_topic(task.key))
             return task, turn, int(event_seq)
+
+    async def submission_context(
+        self, organization_id: str, task_id: str, worker_id: str | None
+    ) -> SubmissionContext:
+        async with self._db.read() as conn:
+            balance = (
+                await conn.execute(
+                    sa.select(organizations.c.credit_balance).where(
+                        organizations.c.id == organization_id
+                    )
+                )
+            ).scalar_one()
+            task = await _find_task(conn, organization_id, task_id)
+            wanted = task.worker_id if task is not None else worker_id
+            worker = None if wanted is None else await find_worker(conn, organization_id, wanted)
+        return SubmissionContext(balance, task, worker)
 
     async def get(self, organization_id: str, task_id: str) -> Task | None:
         async with self._db.read() as conn:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 
 logger = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class Subscription:
 class Wakeups:
     def __init__(self) -> None:
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
-        self._listener: asyncpg.Connection | None = None
+        self._listener: Any = None
 
     @contextmanager
     def subscribe(self, topic: str) -> Iterator[Subscription]:
@@ -67,6 +66,8 @@ class Wakeups:
 
     async def listen(self, database_url: str) -> None:
         """Relay PostgreSQL notifications from other processes (and this one) to local waiters."""
+        import asyncpg  # only PostgreSQL needs it; SQLite processes never load it
+
         url = sa.engine.make_url(database_url).set(drivername="postgresql")
         self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
         await self._listener.add_listener(CHANNEL, self._on_notification)
