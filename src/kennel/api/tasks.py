@@ -53,7 +53,7 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
 
 async def _blocking(app: Services, submitted: Submitted) -> AsyncIterator[bytes]:
     keepalive = app.settings.keepalive_seconds
-    while await app.tasks.wait_for_turn(submitted.turn.id, keepalive) is None:
+    while not await app.tasks.wait_for_turn(submitted.turn.id, keepalive):
         yield KEEPALIVE
     state = await app.tasks.state_of_task(submitted.worker, submitted.task.key, submitted.turn.id)
     yield json.dumps(app.wire.worker(state), ensure_ascii=False).encode()

@@ -146,23 +146,17 @@ class TaskService:
             raise ConflictError(f"task {task_id} belongs to another worker")
         return worker, False
 
-    async def wait_for_turn(self, turn_id: str, seconds: float) -> Turn | None:
-        """The turn once it has ended, or None if it is still going after `seconds`.
+    async def wait_for_turn(self, turn_id: str, seconds: float) -> bool:
+        """Whether the turn has ended, waiting up to `seconds` for it to.
 
-        The end of a turn wakes its waiters (in every process), so this reads the turn once
-        before waiting and once after.
+        Its end is published (in every process) when it is recorded, so one read before
+        waiting is enough: a wake-up on the turn's own topic means it has ended.
         """
         with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
-            turn = await self._ended_turn(turn_id)
-            if turn is None and await ended.wait(seconds):
-                turn = await self._ended_turn(turn_id)
-            return turn
-
-    async def _ended_turn(self, turn_id: str) -> Turn | None:
-        turn = await self._store.tasks.get_turn(turn_id)
-        if turn is None:
-            raise NotFoundError(f"turn {turn_id} not found")
-        return turn if turn.status.is_terminal else None
+            turn = await self._store.tasks.get_turn(turn_id)
+            if turn is None:
+                raise NotFoundError(f"turn {turn_id} not found")
+            return turn.status.is_terminal or await ended.wait(seconds)
 
     async def follow(
         self, task_key: int, after: int, *, turn_id: str | None, idle_timeout: float
