@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import handinger
 import pytest
 
+from conformance import ADA, BOB, EVE, Kennel
 from databases import drop_template, postgres_url, sqlite_url
 from fakellm import FakeLLM
 from kennel.storage import Database, Store
@@ -79,3 +81,22 @@ async def api(tmp_path: Path, llm: FakeLLM, database_url: str) -> AsyncIterator[
     settings = settings_for(tmp_path, llm, database_url=database_url)
     async with kennel_api(settings) as running_api:
         yield running_api
+
+
+# SDK clients of the conformance modules; each of those modules provides its own `kennel`.
+@pytest.fixture(scope="module")
+def ada(kennel: Kennel) -> Iterator[handinger.Handinger]:
+    with kennel.client(ADA) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def bob(kennel: Kennel) -> Iterator[handinger.Handinger]:
+    with kennel.client(BOB) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def eve(kennel: Kennel) -> Iterator[handinger.Handinger]:
+    with kennel.client(EVE) as client:
+        yield client

@@ -37,11 +37,7 @@ from handinger.types.workers.worker_schedule import (
     ScheduledWorkerSchedule,
 )
 
-from fakellm import FakeLLM
-from test_conformance import (
-    ADA,
-    BOB,
-    EVE,
+from conformance import (
     ID,
     Kennel,
     is_iso,
@@ -51,6 +47,7 @@ from test_conformance import (
     refusal,
     running_kennel,
 )
+from fakellm import FakeLLM
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -132,24 +129,6 @@ def kennel(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM) -> Iterator[K
     folder = tmp_path_factory.mktemp("schedules")
     with running_kennel(folder, llm, KENNEL_ALLOW_PRIVATE_NETWORKS=f"{RECEIVER_HOST}/32") as found:
         yield found
-
-
-@pytest.fixture(scope="module")
-def ada(kennel: Kennel) -> Iterator[handinger.Handinger]:
-    with kennel.client(ADA) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def bob(kennel: Kennel) -> Iterator[handinger.Handinger]:
-    with kennel.client(BOB) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def eve(kennel: Kennel) -> Iterator[handinger.Handinger]:
-    with kennel.client(EVE) as client:
-        yield client
 
 
 def eventually(what: str, read: Callable[[], Any], seconds: float = 10) -> Any:

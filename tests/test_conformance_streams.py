@@ -18,8 +18,8 @@ import pytest
 from handinger.types import Worker
 
 from aisdk import StreamCheck, validate_ui_messages, validate_ui_stream
+from conformance import ADA, Kennel, new_task_id, poll_task, running_kennel, texts
 from fakellm import FakeLLM, Sleep, Text
-from test_conformance import ADA, Kennel, new_task_id, poll_task, running_kennel, texts
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.timeout(30)
 def kennel(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM) -> Iterator[Kennel]:
     with running_kennel(tmp_path_factory.mktemp("streams"), llm) as found:
         yield found
-
-
-@pytest.fixture(scope="module")
-def ada(kennel: Kennel) -> Iterator[handinger.Handinger]:
-    with kennel.client(ADA) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -25,29 +25,13 @@ from kennel.models import (
     WorkspaceFile,
 )
 from kennel.storage import Database, Store
+from records import stored_worker, worker_record
 
 LEASE = timedelta(seconds=30)
 
 
 async def _member(store: Store, clock: FakeClock, email: str = "ada@example.com"):
     return await store.auth.ensure_member("acme", email, clock.now())
-
-
-def _worker(org_id: str, user_id: str, clock: FakeClock, **changes: object) -> Worker:
-    worker = Worker(
-        id=ids.worker_id(),
-        organization_id=org_id,
-        user_id=user_id,
-        title="Rex",
-        instructions="Be helpful.",
-        summary="",
-        output_schema=None,
-        visibility=Visibility.PUBLIC,
-        model=None,
-        created_at=clock.now(),
-        updated_at=clock.now(),
-    )
-    return replace(worker, **changes)
 
 
 def _submission(worker: Worker, task_id: str, text: str = "hello", **changes: object) -> Submission:
@@ -71,13 +55,6 @@ def _accept(task: Task) -> None:
     return None
 
 
-async def _stored_worker(store: Store, clock: FakeClock, **changes: object) -> Worker:
-    org, user = await _member(store, clock)
-    worker = _worker(org.id, user.id, clock, **changes)
-    await store.workers.create(worker)
-    return worker
-
-
 async def test_members_and_keys(store: Store, clock: FakeClock) -> None:
     org, user = await _member(store, clock)
     again_org, again_user = await _member(store, clock)
@@ -98,7 +75,7 @@ async def test_members_and_keys(store: Store, clock: FakeClock) -> None:
 
 
 async def test_worker_update_distinguishes_absent_and_null(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock, output_schema={"type": "object"})
+    worker = await stored_worker(store, clock, output_schema={"type": "object"})
     clock.advance(5)
     updated = await store.workers.update(
         worker.organization_id, worker.id, {"title": "Fido"}, clock.now()
@@ -113,7 +90,7 @@ async def test_worker_update_distinguishes_absent_and_null(store: Store, clock: 
 
 
 async def test_deleted_worker_is_gone_but_kept(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     assert await store.workers.delete(worker.organization_id, worker.id, clock.now())
     assert await store.workers.get(worker.organization_id, worker.id) is None
     assert not await store.workers.delete(worker.organization_id, worker.id, clock.now())
@@ -128,8 +105,8 @@ async def test_private_workers_are_listed_only_to_their_creator(
 ) -> None:
     org, ada = await _member(store, clock)
     _, bob = await _member(store, clock, "bob@example.com")
-    public = _worker(org.id, ada.id, clock)
-    private = _worker(org.id, ada.id, clock, visibility=Visibility.PRIVATE)
+    public = worker_record(org.id, ada.id, clock)
+    private = worker_record(org.id, ada.id, clock, visibility=Visibility.PRIVATE)
     for worker in (public, private):
         await store.workers.create(worker)
     ada_sees, ada_total = await store.workers.list_visible(org.id, ada.id, offset=0, limit=50)
@@ -139,7 +116,7 @@ async def test_private_workers_are_listed_only_to_their_creator(
 
 
 async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     task, turn, seq = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     assert (task.id, task.status, turn.seq, seq) == ("tsk_1", TaskStatus.PENDING, 0, 0)
 
@@ -153,7 +130,7 @@ async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: Fake
 
 
 async def test_submit_refused_by_the_rule_stores_nothing(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     task, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
 
     def refuse(existing: Task) -> None:
@@ -165,9 +142,9 @@ async def test_submit_refused_by_the_rule_stores_nothing(store: Store, clock: Fa
 
 
 async def test_task_ids_are_per_organization(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     other_org, other_user = await store.auth.ensure_member("globex", "x@globex.com", clock.now())
-    other_worker = _worker(other_org.id, other_user.id, clock)
+    other_worker = worker_record(other_org.id, other_user.id, clock)
     await store.workers.create(other_worker)
     mine, _, _ = await store.tasks.submit(_submission(worker, "tsk_same"), clock.now(), _accept)
     theirs, _, _ = await store.tasks.submit(
@@ -180,7 +157,7 @@ async def test_task_ids_are_per_organization(store: Store, clock: FakeClock) -> 
 async def test_racing_submissions_of_one_new_task_id_become_two_turns(
     store: Store, clock: FakeClock
 ) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     results = await asyncio.gather(
         *(
             store.tasks.submit(_submission(worker, "tsk_race"), clock.now(), _accept)
@@ -194,7 +171,7 @@ async def test_racing_submissions_of_one_new_task_id_become_two_turns(
 async def test_turns_of_one_task_are_claimed_strictly_in_order(
     store: Store, clock: FakeClock
 ) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     _, first, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
     _, second, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
     _, other, _ = await store.tasks.submit(_submission(worker, "tsk_b"), clock.now(), _accept)
@@ -212,7 +189,7 @@ async def test_turns_of_one_task_are_claimed_strictly_in_order(
 
 
 async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
     assert job.task_key == task.key and job.attempts == 1
@@ -235,7 +212,7 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
 
 
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     await store.auth.set_credit_balance(worker.organization_id, 100)
     task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
@@ -266,7 +243,7 @@ async def test_finish_records_outcome_totals_and_bills(store: Store, clock: Fake
 
 
 async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
     await store.runs.finish_turn(
@@ -280,7 +257,7 @@ async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) 
 
 
 async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
     [expired] = await store.runs.expired_jobs(clock.now(), every_running=True)
@@ -296,7 +273,7 @@ async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) 
 
 
 async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
     task, _, _ = await store.tasks.submit(
         _submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
@@ -309,7 +286,7 @@ async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeCl
 
 
 async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     kept, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
     clock.advance(1)
     gone, _, _ = await store.tasks.submit(_submission(worker, "tsk_2"), clock.now(), _accept)
@@ -333,7 +310,7 @@ async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: Fak
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_concurrent_claimers_never_share_a_job(store: Store, clock: FakeClock) -> None:
-    worker = await _stored_worker(store, clock)
+    worker = await stored_worker(store, clock)
     for number in range(40):
         await store.tasks.submit(_submission(worker, f"tsk_{number}"), clock.now(), _accept)
     batches = await asyncio.gather(

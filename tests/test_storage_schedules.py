@@ -7,27 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import Budget, Schedule, ScheduleKind, Visibility, Worker
+from kennel.models import Budget, Schedule, ScheduleKind, Worker
 from kennel.storage import Store
-
-
-async def stored_worker(store: Store, clock: FakeClock, email: str = "ada@example.com") -> Worker:
-    org, user = await store.auth.ensure_member("acme", email, clock.now())
-    worker = Worker(
-        id=ids.worker_id(),
-        organization_id=org.id,
-        user_id=user.id,
-        title="Rex",
-        instructions="",
-        summary="",
-        output_schema=None,
-        visibility=Visibility.PUBLIC,
-        model=None,
-        created_at=clock.now(),
-        updated_at=clock.now(),
-    )
-    await store.workers.create(worker)
-    return worker
+from records import stored_worker
 
 
 def _schedule(worker: Worker, clock: FakeClock, **changes: object) -> Schedule:

@@ -16,7 +16,7 @@ from kennel.models import (
     Worker,
 )
 from kennel.storage import Store
-from test_storage_schedules import stored_worker
+from records import stored_worker
 
 
 def _execution(worker: Worker, clock: FakeClock, **changes: object) -> WebhookExecution:
