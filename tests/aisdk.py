@@ -34,11 +34,6 @@ class StreamCheck:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def node_available() -> bool:
-    """True when node is installed and ``npm ci`` has run in ``tests/js``."""
-    return shutil.which("node") is not None and (JS_DIR / "node_modules/ai/package.json").is_file()
-
-
 def validate_ui_stream(sse_text: str) -> StreamCheck:
     """Validate a whole SSE response body the way ``DefaultChatTransport`` + ``useChat`` do."""
     return _run(sse_text, [])
