@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -252,6 +253,11 @@ class Page(Generic[T]):
     page: int
     page_count: int
     total_count: int
+
+    @classmethod
+    def of(cls, items: list[T], *, page: int, page_size: int, total: int) -> Page[T]:
+        """One page of a listing; an empty listing still has one (empty) page."""
+        return cls(items, page, max(1, math.ceil(total / page_size)), total)
 
 
 class ScheduleKind(StrEnum):

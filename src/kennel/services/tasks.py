@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -252,7 +251,7 @@ class TaskService:
             offset=(page - 1) * page_size,
             limit=page_size,
         )
-        return Page(items, page, max(1, math.ceil(total / page_size)), total)
+        return Page.of(items, page=page, page_size=page_size, total=total)
 
 
 def provisional_title(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 
 from kennel.clock import Clock
@@ -74,7 +73,7 @@ class WebhookService:
         items, total = await self._store.webhooks.executions(
             worker.id, offset=(page - 1) * page_size, limit=page_size
         )
-        return Page(items, page, max(1, math.ceil(total / page_size)), total)
+        return Page.of(items, page=page, page_size=page_size, total=total)
 
     def _check_url(self, url: str) -> None:
         """The rules of spec §16.14 that hold without a DNS lookup: scheme, length, IP hosts."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,7 @@ class WorkerService:
             offset=(page - 1) * page_size,
             limit=page_size,
         )
-        return Page(items, page, max(1, math.ceil(total / page_size)), total)
+        return Page.of(items, page=page, page_size=page_size, total=total)
 
     async def file(self, principal: Principal, worker_id: str, path: str) -> FoundFile:
         """A file of the worker's workspace that Kennel knows of (uploaded or written by it)."""
