@@ -30,6 +30,12 @@ async def runtime(llm: FakeLLM) -> AsyncIterator[AgentRuntime]:
         await catalog.aclose()
 
 
+@pytest.fixture(params=[True, False], ids=["live", "quiet"])
+def live(request: pytest.FixtureRequest) -> bool:
+    """Every turn behaviour holds for streamed (live) and plain (quiet) model requests."""
+    return bool(request.param)
+
+
 def _request(text: str, **changes: Any) -> TurnRequest:
     values: dict[str, Any] = {
         "model_name": "openai-chat:fake-model",
@@ -49,10 +55,10 @@ def _sse(chunks: list[dict[str, Any]]) -> str:
 
 
 async def test_a_plain_turn_streams_text_and_reports_usage(
-    runtime: AgentRuntime, llm: FakeLLM
+    runtime: AgentRuntime, llm: FakeLLM, live: bool
 ) -> None:
     chunks: list[dict[str, Any]] = []
-    result = await runtime.run_turn(_request("hello there"), chunks.append)
+    result = await runtime.run_turn(_request("hello there", live=live), chunks.append)
 
     assert result.error is None and result.output_text == "echo: hello there"
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
@@ -69,17 +75,17 @@ async def test_a_plain_turn_streams_text_and_reports_usage(
     }
 
 
-async def test_history_reaches_the_model(runtime: AgentRuntime, llm: FakeLLM) -> None:
-    first = await runtime.run_turn(_request("my name is Ada"), lambda chunk: None)
+async def test_history_reaches_the_model(runtime: AgentRuntime, llm: FakeLLM, live: bool) -> None:
+    first = await runtime.run_turn(_request("my name is Ada", live=live), lambda chunk: None)
     await runtime.run_turn(
-        _request("what is my name?", history=[first.model_messages]), lambda chunk: None
+        _request("what is my name?", history=[first.model_messages], live=live), lambda chunk: None
     )
     sent = [m.get("content") for m in llm.requests[-1]["messages"]]
     assert sent == ["You are Rex.", "my name is Ada", "echo: my name is Ada", "what is my name?"]
 
 
 async def test_structured_output_is_validated_and_re_asked(
-    runtime: AgentRuntime, llm: FakeLLM
+    runtime: AgentRuntime, llm: FakeLLM, live: bool
 ) -> None:
     schema = {
         "type": "object",
@@ -92,7 +98,7 @@ async def test_structured_output_is_validated_and_re_asked(
         tool_calls(ToolCall("final_result", {"city": "Barcelona", "celsius": 21})),
     )
     result = await runtime.run_turn(
-        _request("weather in Barcelona?", output_schema=schema), lambda chunk: None
+        _request("weather in Barcelona?", output_schema=schema, live=live), lambda chunk: None
     )
     assert result.error is None
     assert result.structured_output == {"city": "Barcelona", "celsius": 21}
@@ -102,11 +108,11 @@ async def test_structured_output_is_validated_and_re_asked(
 
 
 async def test_provider_failure_is_classified_and_ends_the_stream(
-    runtime: AgentRuntime, llm: FakeLLM
+    runtime: AgentRuntime, llm: FakeLLM, live: bool
 ) -> None:
     llm.fail("explode", 500, "secret internal detail")
     chunks: list[dict[str, Any]] = []
-    result = await runtime.run_turn(_request("explode now"), chunks.append)
+    result = await runtime.run_turn(_request("explode now", live=live), chunks.append)
     assert result.error is not None and result.error.code == "provider_error"
     assert "secret" not in result.error.message
     assert result.model_messages is None
@@ -115,11 +121,15 @@ async def test_provider_failure_is_classified_and_ends_the_stream(
     assert chunks[-1] == {"type": "finish", "finishReason": "error"}
 
 
-async def test_budget_cap_completes_with_what_it_has(runtime: AgentRuntime, llm: FakeLLM) -> None:
+async def test_budget_cap_completes_with_what_it_has(
+    runtime: AgentRuntime, llm: FakeLLM, live: bool
+) -> None:
     llm.script("loop", tool_calls(ToolCall("nonexistent", {})))
     chunks: list[dict[str, Any]] = []
     result = await runtime.run_turn(
-        _request("loop forever", caps=BudgetCaps(requests=1, tool_calls=None, tokens=None)),
+        _request(
+            "loop forever", caps=BudgetCaps(requests=1, tool_calls=None, tokens=None), live=live
+        ),
         chunks.append,
     )
     assert result.error is None and result.incomplete_reason == "budget_exhausted"
@@ -143,11 +153,34 @@ async def test_an_unusable_model_name_is_a_clear_error() -> None:
 
 
 @pytest.mark.node
-async def test_turn_chunks_pass_the_ai_sdk(runtime: AgentRuntime, llm: FakeLLM) -> None:
+async def test_turn_chunks_pass_the_ai_sdk(runtime: AgentRuntime, llm: FakeLLM, live: bool) -> None:
     llm.script("tool please", tool_calls(ToolCall("nonexistent", {"q": 1})), Text("done now"))
     chunks: list[dict[str, Any]] = []
-    result = await runtime.run_turn(_request("tool please"), chunks.append)
+    result = await runtime.run_turn(_request("tool please", live=live), chunks.append)
     check = validate_ui_stream(_sse(chunks))
     assert check.ok, check.error
     assert check.messages[-1]["parts"] == result.ui_message["parts"]
     assert validate_ui_messages([result.ui_message]).ok
+
+
+async def test_quiet_and_live_runs_leave_the_same_message(
+    runtime: AgentRuntime, llm: FakeLLM
+) -> None:
+    llm.script("compare", tool_calls(ToolCall("nonexistent", {"q": 1})), Text("all done here"))
+    results = [
+        await runtime.run_turn(_request("compare", live=live), lambda chunk: None)
+        for live in (True, False)
+    ]
+
+    def shape(message: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(p["type"], p.get("text") or p.get("state")) for p in message["parts"]]
+
+    live_message, quiet_message = (result.ui_message for result in results)
+    assert shape(live_message) == shape(quiet_message)
+    assert shape(quiet_message) == [
+        ("step-start", None),
+        ("tool-nonexistent", "output-error"),
+        ("step-start", None),
+        ("text", "all done here"),
+    ]
+    assert results[0].usage.requests == results[1].usage.requests == 2

@@ -128,3 +128,32 @@ async def test_a_failed_run_ends_its_stream_with_an_error(api: Api, llm: FakeLLM
     assert worker["metadata"]["error"]["code"] == "provider_error"
     task = (await api.client.get(f"/api/tasks/{worker['metadata']['taskId']}")).json()
     assert task["task"]["status"] == "error"
+
+
+async def test_only_turns_someone_streams_stream_their_model_requests(
+    api: Api, llm: FakeLLM
+) -> None:
+    """A blocking turn nobody watches makes plain model requests (its text lands whole)."""
+    llm.script("four words", Text("one two three four"))
+    streamed = await api.client.post(
+        "/api/tasks", json={"input": "four words", "taskId": "tsk_live", "stream": True}
+    )
+    deltas = [c for c in _chunks(streamed.text) if c["type"] == "text-delta"]
+    assert len(deltas) > 1 and all(r["stream"] for r in llm.requests)
+
+    llm.reset()
+    llm.script("four words", Text("one two three four"))
+    worker = await _run(api, "four words", "tsk_quiet")
+    replay = await api.client.get(
+        f"/api/workers/{worker['id']}", params={"stream": "true", "taskId": "tsk_quiet"}
+    )
+    deltas = [c for c in _chunks(replay.text) if c["type"] == "text-delta"]
+    if api.kennel.store.is_sqlite:
+        assert [d["delta"] for d in deltas] == ["one two three four"]
+        assert not any(r["stream"] for r in llm.requests)
+    else:  # readers in other processes can't be seen: PostgreSQL always streams
+        assert "".join(d["delta"] for d in deltas) == "one two three four"
+
+
+def _chunks(sse: str) -> list[dict]:
+    return [json.loads(data) for _, data in _events(sse) if data != "[DONE]"]

@@ -76,12 +76,12 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
         await kennel.store.migrate()
         await kennel.store.database.start_listening()
         async with asyncio.TaskGroup() as group:
-            runner = group.create_task(kennel.runner.run()) if with_runner else None
+            if with_runner:
+                group.create_task(kennel.runner.run())
             try:
                 yield kennel
             finally:
-                if runner is not None:
-                    runner.cancel()
+                kennel.runner.stop()
     finally:
         await kennel.catalog.aclose()
         await kennel.store.close()

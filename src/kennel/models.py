@@ -154,6 +154,8 @@ class Turn:
     ui_message: JSONObject | None
     """The assistant's AI SDK `UIMessage` for this turn, stored when the turn ends."""
     attempts: int
+    live: bool = False
+    """Its caller follows it as a stream, so its model requests are streamed token by token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +230,7 @@ class Submission:
     max_attempts: int
     create_worker: bool = False
     files: tuple[WorkspaceFile, ...] = ()
+    live: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from kennel.agent.failures import BUDGET_EXHAUSTED
 from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.models import ModelCatalog
+from kennel.agent.quiet import OUTPUT_TOOL, QuietRun
 from kennel.agent.stream import Chunk, TurnEventStream, to_chunk
 from kennel.models import BudgetCaps, JSONObject, TurnError, Usage
 
@@ -42,6 +43,8 @@ class TurnRequest:
     history: list[bytes]
     caps: BudgetCaps
     message_id: str
+    live: bool = True
+    """Stream model requests token by token (someone is watching the turn as it runs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,31 +69,43 @@ class AgentRuntime:
         self._titles: Agent[None, str] = Agent(instructions=TITLE_INSTRUCTIONS)
 
     async def run_turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnResult:
-        """Run the agent loop for one turn, handing every chunk to `emit` as it happens."""
+        """Run the agent loop for one turn, handing every chunk to `emit` as it happens.
+
+        A live turn streams its model requests token by token; a quiet one (nobody watching)
+        makes plain requests and reports the same chunks once each request is done.
+        """
         builder = UIMessageBuilder(request.message_id)
         stream = TurnEventStream(
             run_input=None, sdk_version=6, server_message_id=request.message_id
         )
         schema = request.output_schema
         agent: Agent[None, Any] = self._agent if schema is None else self._structured_agent(schema)
-        async with agent.run_stream_events(
-            request.input,
-            message_history=_decode_history(request.history),
-            model=await self._catalog.get(request.model_name),
-            instructions=request.instructions or None,
-            model_settings=self._settings,
-            usage_limits=_limits(request.caps),
-        ) as events:
+        options: dict[str, Any] = {
+            "message_history": _decode_history(request.history),
+            "model": await self._catalog.get(request.model_name),
+            "instructions": request.instructions or None,
+            "model_settings": self._settings,
+            "usage_limits": _limits(request.caps),
+        }
+
+        async def translate(events: AsyncIterator[Any]) -> None:
             async for library_chunk in stream.transform_stream(events):
                 chunk = to_chunk(library_chunk)
                 if chunk is not None:
                     builder.add(chunk)
                     emit(chunk)
-            result = events.result
-            usage = _run_usage(events)
-            new_messages = events.new_messages() if result is not None else None
+
+        if request.live:
+            async with agent.run_stream_events(request.input, **options) as events:
+                await translate(events)
+                result, usage = events.result, _run_usage(events)
+                new_messages = events.new_messages() if result is not None else []
+        else:
+            quiet = QuietRun(agent, request.input, options)
+            await translate(quiet.events())
+            result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()
         ui_message = builder.message()
-        if result is None:
+        if result is None or stream.failure is not None:
             failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")
             text = _text_of(ui_message)
             if failure.code == BUDGET_EXHAUSTED:
@@ -99,7 +114,7 @@ class AgentRuntime:
         output = result.output
         structured = dict(output) if schema is not None else None
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-        messages = ModelMessagesTypeAdapter.dump_json(new_messages or [])
+        messages = ModelMessagesTypeAdapter.dump_json(new_messages)
         return TurnResult(text, structured, usage, messages, ui_message)
 
     def _structured_agent(self, schema: JSONObject) -> Agent[None, JSONObject]:
@@ -109,7 +124,7 @@ class AgentRuntime:
         if agent is not None:
             self._structured.move_to_end(key)
             return agent
-        output_type = StructuredDict(schema, name="final_result")
+        output_type = StructuredDict(schema, name=OUTPUT_TOOL)
         agent = Agent(output_type=output_type, retries={"output": 3})
         agent.output_validator(_schema_validator(Draft7Validator(schema)))
         self._structured[key] = agent

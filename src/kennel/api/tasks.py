@@ -39,6 +39,7 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
             worker_id=body.worker_id,
             metadata=body.metadata or {},
             uploads=uploads,
+            live=body.stream,
         ),
     )
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}

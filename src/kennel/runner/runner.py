@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from kennel.clock import Clock
@@ -47,21 +49,31 @@ class Runner:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
+        """Run until `stop()`: the loops end between database calls, never in the middle of one
+        (a query cancelled mid-flight can leave a PostgreSQL connection unusable)."""
         await self._turns.recover(every_running=self._sole_runner)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._heartbeat())
-                group.create_task(self._reap())
+                group.create_task(self._every(self._lease.total_seconds() / 3, self._heartbeat))
+                group.create_task(self._every(self._lease.total_seconds() / 2, self._reap))
                 await self._claim_loop(group)
+                for task in list(self._active):
+                    task.cancel()
         finally:
             await asyncio.shield(self._release())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._slot_freed.set()
+        self._store.database.wakeups.publish_local(JOBS_TOPIC)
 
     async def _claim_loop(self, group: asyncio.TaskGroup) -> None:
         wakeups = self._store.database.wakeups
         with wakeups.subscribe(JOBS_TOPIC) as new_jobs:
-            while True:
+            while not self._stopping.is_set():
                 free = self._concurrency - len(self._active)
                 claimed = []
                 if free > 0:
@@ -84,29 +96,34 @@ class Runner:
         try:
             await self._turns.run(job)
         except Exception:
-            logger.exception("turn job failed; it will be retried when its lease expires")
+            if self._stopping.is_set():
+                logger.info(
+                    "turn %s interrupted by shutdown; it goes back to the queue", job.turn_id
+                )
+            else:
+                logger.exception("turn job failed; it will be retried when its lease expires")
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
         self._slot_freed.set()
 
-    async def _heartbeat(self) -> None:
-        interval = self._lease.total_seconds() / 3
-        while True:
-            await asyncio.sleep(interval)
+    async def _every(self, seconds: float, action: Callable[[], Awaitable[object]]) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
             try:
-                await self._store.runs.extend_leases(self.owner, self._clock.now(), self._lease)
+                await action()
             except Exception:
-                logger.exception("could not renew leases")
+                logger.exception("runner housekeeping failed (%s)", getattr(action, "__name__", ""))
+
+    async def _heartbeat(self) -> None:
+        await self._store.runs.extend_leases(self.owner, self._clock.now(), self._lease)
 
     async def _reap(self) -> None:
-        interval = self._lease.total_seconds() / 2
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._turns.recover()
-            except Exception:
-                logger.exception("could not recover expired jobs")
+        await self._turns.recover()
 
     async def _release(self) -> None:
         try:

@@ -42,6 +42,8 @@ class TaskRequest:
     triggered_by: TriggeredBy = TriggeredBy.API
     metadata: JSONObject = field(default_factory=dict)
     uploads: Sequence[Upload] = ()
+    live: bool = False
+    """The caller will follow the turn as a stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class TaskService:
             max_attempts=self._settings.job_max_attempts,
             create_worker=create_worker,
             files=tuple(files),
+            live=request.live,
         )
         task, turn, events_after = await self._store.tasks.submit(
             submission, self._clock.now(), accept_existing

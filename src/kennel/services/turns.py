@@ -122,14 +122,16 @@ class TurnService:
     async def run(self, job: TurnJob) -> None:
         """Run a claimed turn to its end and record the outcome (unless the lease was lost)."""
         started = time.monotonic()
-        sink = EventSink(self._append_for(job), self._watcher_of(job.task_key))
+        is_watched = self._watcher_of(job.task_key)
+        sink = EventSink(self._append_for(job), is_watched)
         title: str | None = None
         try:
             context = await self._store.runs.load_context(job)
             async with asyncio.TaskGroup() as group:
                 flusher = group.create_task(sink.run())
                 titling = group.create_task(self._title(context)) if _needs_title(context) else None
-                outcome = await self._run_agent(context, job, sink)
+                live = context.turn.live or is_watched()
+                outcome = await self._run_agent(context, job, sink, live=live)
                 final = sink.close()
                 await flusher
                 if titling is not None:
@@ -140,7 +142,9 @@ class TurnService:
         except* LeaseLostError:
             logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
 
-    async def _run_agent(self, context: TurnContext, job: TurnJob, sink: EventSink) -> TurnOutcome:
+    async def _run_agent(
+        self, context: TurnContext, job: TurnJob, sink: EventSink, *, live: bool
+    ) -> TurnOutcome:
         try:
             model_name = self._catalog.name_for(context.worker.model)
             request = TurnRequest(
@@ -151,6 +155,7 @@ class TurnService:
                 history=context.history,
                 caps=self._caps(context.turn.budget),
                 message_id=message_id(job.turn_id, job.attempts),
+                live=live,
             )
             result = await self._runtime.run_turn(request, sink.emit)
         except KennelError as error:

@@ -131,6 +131,7 @@ turns = sa.Table(
     sa.Column("model_messages", sa.LargeBinary, nullable=True),
     sa.Column("ui_message", JSON, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("live", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("started_at", EpochMillis, nullable=True),
     sa.Column("completed_at", EpochMillis, nullable=True),

@@ -109,6 +109,7 @@ class TaskStore:
                 first_event_seq=None,
                 ui_message=None,
                 attempts=0,
+                live=submission.live,
             )
             await conn.execute(
                 turns.insert().values(
@@ -118,6 +119,7 @@ class TaskStore:
                     input=turn.input,
                     budget=turn.budget.value,
                     status=turn.status.value,
+                    live=turn.live,
                     created_at=now,
                 )
             )
@@ -350,4 +352,5 @@ def turn_from_row(row: Any) -> Turn:
         first_event_seq=row.first_event_seq,
         ui_message=row.ui_message,
         attempts=row.attempts,
+        live=row.live,
     )
