@@ -23,8 +23,7 @@ async def test_a_migrated_database_is_at_head_and_matches_the_tables(store: Stor
         context = MigrationContext.configure(sync, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
 
-    async with store.database.read() as conn:
-        assert await conn.run_sync(differences) == []
+    assert await store.database.read(differences) == []
 
 
 async def test_migrating_again_changes_nothing(store: Store) -> None:

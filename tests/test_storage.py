@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import FakeClock
 from kennel import ids
@@ -329,8 +330,7 @@ async def test_commits_wake_waiters_in_every_process(store: Store, database_url:
             other.wakeups.subscribe("task:42") as remote,
             store.database.wakeups.subscribe("task:42") as local,
         ):
-            async with store.database.write() as conn:
-                await store.database.publish(conn, "task:42")
+            await store.database.write(lambda conn: store.database.publish(conn, "task:42"))
             assert await local.wait(5)
             if not store.is_sqlite:
                 assert await remote.wait(5)
@@ -341,8 +341,11 @@ async def test_commits_wake_waiters_in_every_process(store: Store, database_url:
 
 async def test_a_rolled_back_transaction_wakes_nobody(store: Store) -> None:
     with store.database.wakeups.subscribe("jobs") as waiter:
+
+        def work(conn: sa.Connection) -> None:
+            store.database.publish(conn, "jobs")
+            raise RuntimeError("roll back")
+
         with pytest.raises(RuntimeError):
-            async with store.database.write() as conn:
-                await store.database.publish(conn, "jobs")
-                raise RuntimeError("roll back")
+            await store.database.write(work)
         assert not await waiter.wait(0.2)

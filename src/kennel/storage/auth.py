@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,29 +22,26 @@ class AuthStore:
         self, org_name: str, email: str, now: datetime
     ) -> tuple[Organization, User]:
         """Find or create the organization and its user, in one transaction."""
-        async with self._db.write() as conn:
-            org_row = (
-                await conn.execute(sa.select(organizations).where(organizations.c.name == org_name))
+
+        def work(conn: sa.Connection) -> tuple[Organization, User]:
+            org_row = conn.execute(
+                sa.select(organizations).where(organizations.c.name == org_name)
             ).first()
             if org_row is None:
                 org = Organization(ids.organization_id(), org_name, None, now)
-                await conn.execute(
+                conn.execute(
                     organizations.insert().values(
                         id=org.id, name=org.name, credit_balance=None, created_at=now
                     )
                 )
             else:
                 org = _organization(org_row)
-            user_row = (
-                await conn.execute(
-                    sa.select(users).where(
-                        users.c.organization_id == org.id, users.c.email == email
-                    )
-                )
+            user_row = conn.execute(
+                sa.select(users).where(users.c.organization_id == org.id, users.c.email == email)
             ).first()
             if user_row is None:
                 user = User(ids.user_id(), org.id, email, now)
-                await conn.execute(
+                conn.execute(
                     users.insert().values(
                         id=user.id, organization_id=org.id, email=email, created_at=now
                     )
@@ -54,61 +52,51 @@ class AuthStore:
                 )
             return org, user
 
+        return await self._db.write(work)
+
     async def create_api_key(self, user: User, key_hash: str, prefix: str, now: datetime) -> str:
         """Store a new key (only its hash) for the user; returns the key id."""
         key_id = ids.api_key_id()
-        async with self._db.write() as conn:
-            await conn.execute(
-                api_keys.insert().values(
-                    id=key_id,
-                    organization_id=user.organization_id,
-                    user_id=user.id,
-                    key_hash=key_hash,
-                    prefix=prefix,
-                    created_at=now,
-                )
-            )
+        insert = api_keys.insert().values(
+            id=key_id,
+            organization_id=user.organization_id,
+            user_id=user.id,
+            key_hash=key_hash,
+            prefix=prefix,
+            created_at=now,
+        )
+        await self._db.write(lambda conn: conn.execute(insert))
         return key_id
 
     async def principal_for(self, key_hash: str) -> Principal | None:
         """The caller behind a key hash, or None for an unknown or revoked key."""
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_keys.c.id, api_keys.c.organization_id, api_keys.c.user_id).where(
-                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
+        query = sa.select(api_keys.c.id, api_keys.c.organization_id, api_keys.c.user_id).where(
+            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else Principal(row.organization_id, row.user_id, row.id)
 
     async def count_api_keys(self) -> int:
-        async with self._db.read() as conn:
-            return int(
-                (await conn.execute(sa.select(sa.func.count()).select_from(api_keys))).scalar_one()
-            )
+        query = sa.select(sa.func.count()).select_from(api_keys)
+        return int(await self._db.read(lambda conn: conn.execute(query).scalar_one()))
 
     async def get_organization(self, organization_id: str) -> Organization:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(organizations).where(organizations.c.id == organization_id)
-                )
-            ).first()
+        query = sa.select(organizations).where(organizations.c.id == organization_id)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFoundError(f"organization {organization_id} not found")
         return _organization(row)
 
     async def set_credit_balance(self, organization_id: str, balance: int | None) -> None:
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                organizations.update()
-                .where(organizations.c.id == organization_id)
-                .values(credit_balance=balance)
-            )
-        if result.rowcount == 0:
+        update = (
+            organizations.update()
+            .where(organizations.c.id == organization_id)
+            .values(credit_balance=balance)
+        )
+        result = await self._db.write(lambda conn: conn.execute(update).rowcount)
+        if result == 0:
             raise NotFoundError(f"organization {organization_id} not found")
 
 
-def _organization(row: sa.Row[tuple[object, ...]]) -> Organization:
+def _organization(row: Any) -> Organization:
     return Organization(row.id, row.name, row.credit_balance, row.created_at)

@@ -2,76 +2,120 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from kennel.errors import DatabaseInUseError
 from kennel.storage.wakeups import CHANNEL, Wakeups
 
 _TOPICS = "kennel_topics"
+READERS = 4
+T = TypeVar("T")
 
 
 class Database:
-    """Owns the engines. SQLite gets one writer connection (SQLite allows one writer at a time,
-    so queueing on our own pool beats spinning on `database is locked`) and a few readers."""
+    """Owns the engines and runs transactions: `await db.write(work)` runs `work(conn)` in one
+    transaction and returns its result.
+
+    Store code is plain synchronous SQLAlchemy Core. On SQLite each transaction runs whole in a
+    worker thread, one hop per transaction instead of one per statement (the biggest cost of
+    async SQLite); the single writer thread also serialises writers, which SQLite needs anyway.
+    On PostgreSQL the same function runs on asyncpg through SQLAlchemy's `run_sync`.
+    """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.wakeups = Wakeups()
+        self._threads: list[ThreadPoolExecutor] = []
         if self.is_sqlite:
             _ensure_sqlite_folder(url)
-            self._writer = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
-            self._reader = _sqlite_engine(url, pool_size=4, begin="BEGIN")
+            sync_url = sa.engine.make_url(url).set(drivername="sqlite")
+            self._sync_writer = _sqlite_engine(sync_url, pool_size=1, begin="BEGIN IMMEDIATE")
+            self._sync_reader = _sqlite_engine(sync_url, pool_size=READERS, begin="BEGIN")
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="kennel-db-writer")
+            self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="kennel-db-reader")
+            self._threads = [self._write_thread, self._read_threads]
         else:
-            engine = create_async_engine(
+            self._engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-            self._writer = self._reader = engine
 
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._writer
+    async def write(self, work: Callable[[sa.Connection], T]) -> T:
+        """`work` in one read-write transaction, committed if it returns; topics it published
+        wake their waiters after the commit."""
+        if self.is_sqlite:
+            return await self._in_thread(self._write_thread, self._sync_writer, work)
+        async with self._engine.begin() as conn:
+            result, topics = await conn.run_sync(_with_topics, work)
+        self._wake(topics)
+        return result
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One read-write transaction, committed when the block exits without error."""
-        async with self._writer.begin() as conn:
-            try:
-                yield conn
-            finally:
-                topics: set[str] | None = conn.info.pop(_TOPICS, None)
-        for topic in topics or ():
-            self.wakeups.publish_local(topic)
+    async def read(self, work: Callable[[sa.Connection], T]) -> T:
+        """`work` in one read-only transaction: a consistent snapshot."""
+        if self.is_sqlite:
+            return await self._in_thread(self._read_threads, self._sync_reader, work)
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(work)
 
-    async def publish(self, conn: AsyncConnection, *topics: str) -> None:
+    def publish(self, conn: sa.Connection, *topics: str) -> None:
         """Wake the waiters of `topics` once this transaction commits: in this process directly,
         in other processes through PostgreSQL's NOTIFY (which is also sent only on commit)."""
         conn.info.setdefault(_TOPICS, set()).update(topics)
         if not self.is_sqlite:
-            await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
+
+    async def _in_thread(
+        self, threads: ThreadPoolExecutor, engine: sa.Engine, work: Callable[[sa.Connection], T]
+    ) -> T:
+        def transaction() -> tuple[T, set[str] | None]:
+            with engine.begin() as conn:
+                return _with_topics(conn, work)
+
+        # A transaction runs to its end even if its caller is cancelled meanwhile (a thread can't
+        # be interrupted), so its wake-ups are sent from the future, whoever is still waiting.
+        future = asyncio.get_running_loop().run_in_executor(threads, transaction)
+        future.add_done_callback(self._wake_when_done)
+        result, _topics = await future
+        return result
+
+    def _wake_when_done(self, future: asyncio.Future[tuple[Any, set[str] | None]]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._wake(future.result()[1])
+
+    def _wake(self, topics: set[str] | None) -> None:
+        for topic in topics or ():
+            self.wakeups.publish_local(topic)
 
     async def start_listening(self) -> None:
         if not self.is_sqlite:
             await self.wakeups.listen(self.url)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """One read-only transaction: a consistent snapshot for the block."""
-        async with self._reader.begin() as conn:
-            yield conn
-
     async def close(self) -> None:
         await self.wakeups.close()
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
+        if self.is_sqlite:
+            for threads in self._threads:
+                threads.shutdown(wait=True)
+            self._sync_writer.dispose()
+            self._sync_reader.dispose()
+        else:
+            await self._engine.dispose()
+
+
+def _with_topics(
+    conn: sa.Connection, work: Callable[[sa.Connection], T]
+) -> tuple[T, set[str] | None]:
+    try:
+        return work(conn), conn.info.get(_TOPICS)
+    finally:
+        conn.info.pop(_TOPICS, None)
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -80,22 +124,23 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
-    engine = create_async_engine(
+def _sqlite_engine(url: sa.URL, *, pool_size: int, begin: str) -> sa.Engine:
+    engine = sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=300,
         # Every use is a `begin()` block that commits or rolls back, so a connection always
-        # comes back clean: the pool's own rollback would only cost a trip to the driver thread.
+        # comes back clean: the pool's own rollback would be wasted work.
         pool_reset_on_return=None,
-        connect_args={"timeout": 30},
+        # Pooled connections move between the worker threads, one thread at a time.
+        connect_args={"timeout": 30, "check_same_thread": False},
     )
 
     # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front;
     # take control of BEGIN so a writer holds the lock for its whole transaction (SQLAlchemy's
     # documented recipe for SQLite transactions).
-    @sa.event.listens_for(engine.sync_engine, "connect")
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -105,7 +150,7 @@ def _sqlite_engine(url: str, *, pool_size: int, begin: str) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql(begin)
 

@@ -15,11 +15,11 @@ class EventStore:
 
     async def after(self, task_key: int, after_seq: int, limit: int = 1000) -> list[Event]:
         """Events with a sequence number above `after_seq`, in order."""
-        async with self._db.read() as conn:
-            rows = await conn.execute(
-                sa.select(task_events.c.seq, task_events.c.turn_id, task_events.c.body)
-                .where(task_events.c.task_key == task_key, task_events.c.seq > after_seq)
-                .order_by(task_events.c.seq)
-                .limit(limit)
-            )
-            return [Event(row.seq, row.turn_id, row.body) for row in rows]
+        query = (
+            sa.select(task_events.c.seq, task_events.c.turn_id, task_events.c.body)
+            .where(task_events.c.task_key == task_key, task_events.c.seq > after_seq)
+            .order_by(task_events.c.seq)
+            .limit(limit)
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        return [Event(row.seq, row.turn_id, row.body) for row in rows]

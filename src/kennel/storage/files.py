@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kennel.models import WorkspaceFile
 from kennel.storage.database import Database
@@ -20,19 +19,15 @@ class FileStore:
         self._db = database
 
     async def get(self, worker_id: str, path: str) -> WorkspaceFile | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(workspace_files).where(
-                        workspace_files.c.worker_id == worker_id, workspace_files.c.path == path
-                    )
-                )
-            ).first()
+        query = sa.select(workspace_files).where(
+            workspace_files.c.worker_id == worker_id, workspace_files.c.path == path
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else _file(row)
 
 
-async def record_task_files(
-    conn: AsyncConnection,
+def record_task_files(
+    conn: sa.Connection,
     worker_id: str,
     task_key: int,
     files: Sequence[WorkspaceFile],
@@ -41,7 +36,7 @@ async def record_task_files(
     """Upsert the workspace records and mark each file as touched by the task."""
     if not files:
         return
-    await _upsert(
+    _upsert(
         conn,
         workspace_files,
         [
@@ -57,7 +52,7 @@ async def record_task_files(
         keys=("worker_id", "path"),
         updates=("size", "media_type", "updated_at"),
     )
-    await _upsert(
+    _upsert(
         conn,
         task_files,
         [
@@ -69,8 +64,8 @@ async def record_task_files(
     )
 
 
-async def task_files_of(conn: AsyncConnection, task_key: int) -> list[WorkspaceFile]:
-    rows = await conn.execute(
+def task_files_of(conn: sa.Connection, task_key: int) -> list[WorkspaceFile]:
+    rows = conn.execute(
         sa.select(workspace_files)
         .join(
             task_files,
@@ -85,8 +80,8 @@ async def task_files_of(conn: AsyncConnection, task_key: int) -> list[WorkspaceF
     return [_file(row) for row in rows]
 
 
-async def _upsert(
-    conn: AsyncConnection,
+def _upsert(
+    conn: sa.Connection,
     table: sa.Table,
     rows: list[dict[str, Any]],
     *,
@@ -103,7 +98,7 @@ async def _upsert(
         )
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    await conn.execute(statement)
+    conn.execute(statement)
 
 
 def _file(row: Any) -> WorkspaceFile:

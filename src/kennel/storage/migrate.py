@@ -30,12 +30,12 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 async def current_revision(database: Database) -> str | None:
+    query = sa.text("SELECT version_num FROM alembic_version")
     try:
-        async with database.read() as conn:
-            found = await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
-            return found.scalar_one_or_none()
+        found = await database.read(lambda conn: conn.execute(query).scalar_one_or_none())
     except DBAPIError:  # no alembic_version table: a new database
         return None
+    return None if found is None else str(found)
 
 
 async def migrate(database: Database, revision: str = "head") -> None:
@@ -44,8 +44,10 @@ async def migrate(database: Database, revision: str = "head") -> None:
         return
     from alembic import command
 
-    async with database.write() as conn:
+    def work(conn: sa.Connection) -> None:
         if not database.is_sqlite:
             # Several processes may start together on one PostgreSQL: one migrates, the others wait.
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7349021)"))
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7349021)"))
+        command.upgrade(alembic_config(conn), revision)
+
+    await database.write(work)

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kennel.errors import LeaseLostError, NotFoundError
 from kennel.models import TaskStatus, TurnContext, TurnJob, TurnOutcome
@@ -71,8 +70,9 @@ class RunStore:
         )
         if not self._db.is_sqlite:
             query = query.with_for_update(of=jobs, skip_locked=True)
-        async with self._db.write() as conn:
-            rows = (await conn.execute(query)).all()
+
+        def work(conn: sa.Connection) -> list[TurnJob]:
+            rows = conn.execute(query).all()
             if not rows:
                 return []
             claimed = [
@@ -87,7 +87,7 @@ class RunStore:
                 for row in rows
             ]
             for job in claimed:
-                await conn.execute(
+                conn.execute(
                     jobs.update()
                     .where(jobs.c.id == job.job_id)
                     .values(
@@ -99,7 +99,7 @@ class RunStore:
                     )
                 )
             turn_ids = [job.turn_id for job in claimed]
-            await conn.execute(
+            conn.execute(
                 turns.update()
                 .where(turns.c.id.in_(turn_ids))
                 .values(
@@ -112,48 +112,53 @@ class RunStore:
             )
             task_keys = {
                 row.id: row.task_key
-                for row in await conn.execute(
+                for row in conn.execute(
                     sa.select(turns.c.id, turns.c.task_key).where(turns.c.id.in_(turn_ids))
                 )
             }
-            await conn.execute(
+            conn.execute(
                 tasks.update()
                 .where(tasks.c.key.in_(set(task_keys.values())))
                 .values(status=TaskStatus.RUNNING.value)
             )
-        return [
-            TurnJob(
-                job.job_id,
-                job.turn_id,
-                int(task_keys[job.turn_id]),
-                job.lease_token,
-                job.attempts,
-                job.max_attempts,
-            )
-            for job in claimed
-        ]
+            return [
+                TurnJob(
+                    job.job_id,
+                    job.turn_id,
+                    int(task_keys[job.turn_id]),
+                    job.lease_token,
+                    job.attempts,
+                    job.max_attempts,
+                )
+                for job in claimed
+            ]
+
+        return await self._db.write(work)
 
     async def extend_leases(self, owner: str, now: datetime, lease: timedelta) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 jobs.update()
                 .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
                 .values(lease_expires_at=now + lease)
             )
 
+        return await self._db.write(work)
+
     async def load_context(self, job: TurnJob) -> TurnContext:
         """The worker, task, turn and earlier completed turns' model messages of a claimed job."""
-        async with self._db.read() as conn:
-            turn_row = (await conn.execute(sa.select(turns).where(turns.c.id == job.turn_id))).one()
+
+        def work(conn: sa.Connection) -> TurnContext:
+            turn_row = (conn.execute(sa.select(turns).where(turns.c.id == job.turn_id))).one()
             task_row = (
-                await conn.execute(sa.select(tasks).where(tasks.c.key == turn_row.task_key))
+                conn.execute(sa.select(tasks).where(tasks.c.key == turn_row.task_key))
             ).one()
             worker_row = (
-                await conn.execute(sa.select(workers).where(workers.c.id == task_row.worker_id))
+                conn.execute(sa.select(workers).where(workers.c.id == task_row.worker_id))
             ).first()
             if worker_row is None:
                 raise NotFoundError(f"worker {task_row.worker_id} not found")
-            history = await conn.execute(
+            history = conn.execute(
                 sa.select(turns.c.model_messages)
                 .where(
                     turns.c.task_key == turn_row.task_key,
@@ -170,14 +175,19 @@ class RunStore:
                 history=[bytes(blob) for (blob,) in history],
             )
 
+        return await self._db.read(work)
+
     async def append_events(
         self, job: TurnJob, bodies: Sequence[str], now: datetime, lease: timedelta
     ) -> int:
         """Append chunks to the task's log (and extend the lease); returns the last sequence."""
-        async with self._db.write() as conn:
-            await _fence(conn, job, lease_expires_at=now + lease)
-            await self._db.publish(conn, task_topic(job.task_key))
-            return await _append(conn, job.task_key, job.turn_id, bodies)
+
+        def work(conn: sa.Connection) -> int:
+            _fence(conn, job, lease_expires_at=now + lease)
+            self._db.publish(conn, task_topic(job.task_key))
+            return _append(conn, job.task_key, job.turn_id, bodies)
+
+        return await self._db.write(work)
 
     async def finish_turn(
         self,
@@ -189,18 +199,20 @@ class RunStore:
         title: str | None = None,
     ) -> None:
         """Record the outcome, close the job, bill the organization, in one transaction."""
-        async with self._db.write() as conn:
-            await _fence(conn, job, status="done", finished_at=now)
-            await _append(conn, job.task_key, job.turn_id, final_bodies)
-            await _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
-            await self._db.publish(
-                conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id)
-            )
+
+        def work(conn: sa.Connection) -> None:
+            _fence(conn, job, status="done", finished_at=now)
+            _append(conn, job.task_key, job.turn_id, final_bodies)
+            _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
+            self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id))
+
+        return await self._db.write(work)
 
     async def release(self, owner: str) -> int:
         """Hand back this runner's jobs on a clean shutdown, without spending an attempt."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> int:
+            result = conn.execute(
                 jobs.update()
                 .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
                 .values(
@@ -214,31 +226,37 @@ class RunStore:
             )
             refs = [ref for (ref,) in result]
             if refs:
-                await conn.execute(
+                conn.execute(
                     turns.update()
                     .where(turns.c.id.in_(refs))
                     .values(status=TaskStatus.PENDING.value, attempts=turns.c.attempts - 1)
                 )
-                await self._db.publish(conn, JOBS_TOPIC)
+                self._db.publish(conn, JOBS_TOPIC)
             return len(refs)
+
+        return await self._db.write(work)
 
     async def expired_jobs(self, now: datetime, *, every_running: bool = False) -> list[ExpiredJob]:
         """Running jobs past their lease (or every running job, when no runner can be alive)."""
         condition = jobs.c.status == "running"
         if not every_running:
             condition = sa.and_(condition, jobs.c.lease_expires_at < now)
-        async with self._db.read() as conn:
-            rows = await conn.execute(
+
+        def work(conn: sa.Connection) -> list[ExpiredJob]:
+            rows = conn.execute(
                 sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
                 .where(condition)
                 .order_by(jobs.c.id)
             )
             return [ExpiredJob(*row) for row in rows]
 
+        return await self._db.read(work)
+
     async def requeue(self, expired: ExpiredJob, now: datetime, reason: str) -> bool:
         """Put an interrupted job back in the queue; False if someone else already handled it."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 jobs.update()
                 .where(
                     jobs.c.id == expired.job_id,
@@ -256,21 +274,24 @@ class RunStore:
             )
             if result.rowcount == 0:
                 return False
-            await self._db.publish(conn, JOBS_TOPIC)
+            self._db.publish(conn, JOBS_TOPIC)
             if expired.kind == TURN_JOB:
-                await conn.execute(
+                conn.execute(
                     turns.update()
                     .where(turns.c.id == expired.ref)
                     .values(status=TaskStatus.PENDING.value)
                 )
             return True
 
+        return await self._db.write(work)
+
     async def fail_turn(
         self, expired: ExpiredJob, outcome: TurnOutcome, final_bodies: Sequence[str], now: datetime
     ) -> bool:
         """Give up on an interrupted turn job for good, recording why; False if already handled."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 jobs.update()
                 .where(
                     jobs.c.id == expired.job_id,
@@ -289,16 +310,18 @@ class RunStore:
             if result.rowcount == 0:
                 return False
             task_key = (
-                await conn.execute(sa.select(turns.c.task_key).where(turns.c.id == expired.ref))
+                conn.execute(sa.select(turns.c.task_key).where(turns.c.id == expired.ref))
             ).scalar_one()
-            await _append(conn, task_key, expired.ref, final_bodies)
-            await _record_outcome(conn, expired.ref, task_key, outcome, now)
-            await self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(expired.ref))
+            _append(conn, task_key, expired.ref, final_bodies)
+            _record_outcome(conn, expired.ref, task_key, outcome, now)
+            self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(expired.ref))
             return True
 
+        return await self._db.write(work)
 
-async def _fence(conn: AsyncConnection, job: TurnJob, **values: object) -> None:
-    result = await conn.execute(
+
+def _fence(conn: sa.Connection, job: TurnJob, **values: object) -> None:
+    result = conn.execute(
         jobs.update()
         .where(
             jobs.c.id == job.job_id,
@@ -311,10 +334,10 @@ async def _fence(conn: AsyncConnection, job: TurnJob, **values: object) -> None:
         raise LeaseLostError(f"turn {job.turn_id}: this run no longer holds its job")
 
 
-async def _append(conn: AsyncConnection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
+def _append(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
     last = int(
         (
-            await conn.execute(
+            conn.execute(
                 tasks.update()
                 .where(tasks.c.key == task_key)
                 .values(event_seq=tasks.c.event_seq + len(bodies))
@@ -325,14 +348,14 @@ async def _append(conn: AsyncConnection, task_key: int, turn_id: str, bodies: Se
     if not bodies:
         return last
     first = last - len(bodies) + 1
-    await conn.execute(
+    conn.execute(
         task_events.insert(),
         [
             {"task_key": task_key, "seq": first + offset, "turn_id": turn_id, "body": body}
             for offset, body in enumerate(bodies)
         ],
     )
-    await conn.execute(
+    conn.execute(
         turns.update()
         .where(turns.c.id == turn_id, turns.c.first_event_seq.is_(None))
         .values(first_event_seq=first)
@@ -340,8 +363,8 @@ async def _append(conn: AsyncConnection, task_key: int, turn_id: str, bodies: Se
     return last
 
 
-async def _record_outcome(
-    conn: AsyncConnection,
+def _record_outcome(
+    conn: sa.Connection,
     turn_id: str,
     task_key: int,
     outcome: TurnOutcome,
@@ -351,7 +374,7 @@ async def _record_outcome(
 ) -> None:
     usage = outcome.usage
     seq = (
-        await conn.execute(
+        conn.execute(
             turns.update()
             .where(turns.c.id == turn_id)
             .values(
@@ -374,7 +397,7 @@ async def _record_outcome(
         )
     ).scalar_one()
     later_pending = (
-        await conn.execute(
+        conn.execute(
             sa.select(sa.func.count())
             .select_from(turns)
             .where(turns.c.task_key == task_key, turns.c.seq > seq)
@@ -391,7 +414,7 @@ async def _record_outcome(
     if title:
         task_values["title"] = title
     organization_id = (
-        await conn.execute(
+        conn.execute(
             tasks.update()
             .where(tasks.c.key == task_key)
             .values(**task_values)
@@ -399,7 +422,7 @@ async def _record_outcome(
         )
     ).scalar_one()
     if usage.credits:
-        await conn.execute(
+        conn.execute(
             organizations.update()
             .where(
                 organizations.c.id == organization_id, organizations.c.credit_balance.is_not(None)

@@ -17,8 +17,8 @@ class ScheduleStore:
         self._db = database
 
     async def create(self, schedule: Schedule) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 schedules.insert().values(
                     id=schedule.id,
                     worker_id=schedule.worker_id,
@@ -39,25 +39,33 @@ class ScheduleStore:
                 )
             )
 
+        return await self._db.write(work)
+
     async def list_active(self, worker_id: str) -> list[Schedule]:
         """The worker's schedules that will still fire, oldest first."""
-        async with self._db.read() as conn:
-            rows = await conn.execute(
+
+        def work(conn: sa.Connection) -> list[Schedule]:
+            rows = conn.execute(
                 sa.select(schedules)
                 .where(schedules.c.worker_id == worker_id, _active())
                 .order_by(schedules.c.created_at, schedules.c.id)
             )
             return [schedule_from_row(row) for row in rows]
 
+        return await self._db.read(work)
+
     async def cancel(self, worker_id: str, schedule_id: str, now: datetime) -> bool:
         """Stop an active schedule of the worker; False if there is no such active schedule."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 schedules.update()
                 .where(schedules.c.id == schedule_id, schedules.c.worker_id == worker_id, _active())
                 .values(cancelled_at=now)
             )
-        return result.rowcount > 0
+            return result.rowcount > 0
+
+        return await self._db.write(work)
 
 
 def _active() -> sa.ColumnElement[bool]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kennel.models import (
     Budget,
@@ -70,158 +69,151 @@ class TaskStore:
         refuse the turn. Returns the task, the turn and the task's event sequence number at
         submission: every event of the new turn comes after it.
         """
+
+        def work(conn: sa.Connection) -> tuple[Task, Turn, int]:
+            return self._submit(conn, submission, now, accept_existing)
+
         try:
-            return await self._submit(submission, now, accept_existing)
+            return await self._db.write(work)
         except IntegrityError:
             # Two submissions raced to create the same task id: the loser becomes a follow-up.
-            return await self._submit(submission, now, accept_existing)
+            return await self._db.write(work)
 
-    async def _submit(
-        self, submission: Submission, now: datetime, accept_existing: Callable[[Task], None]
+    def _submit(
+        self,
+        conn: sa.Connection,
+        submission: Submission,
+        now: datetime,
+        accept_existing: Callable[[Task], None],
     ) -> tuple[Task, Turn, int]:
-        async with self._db.write() as conn:
-            # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
-            task = await _find_task(
-                conn, submission.organization_id, submission.task_id, lock=not self._db.is_sqlite
-            )
-            if task is None:
-                if submission.create_worker:
-                    await insert_worker(conn, submission.worker)
-                task = await _insert_task(conn, submission, now)
-            else:
-                accept_existing(task)
-            turn = Turn(
-                id=submission.turn_id,
+        # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
+        task = _find_task(
+            conn, submission.organization_id, submission.task_id, lock=not self._db.is_sqlite
+        )
+        if task is None:
+            if submission.create_worker:
+                insert_worker(conn, submission.worker)
+            task = _insert_task(conn, submission, now)
+        else:
+            accept_existing(task)
+        turn = Turn(
+            id=submission.turn_id,
+            task_key=task.key,
+            seq=task.totals.turn_count,
+            input=submission.input,
+            budget=submission.budget,
+            status=TaskStatus.PENDING,
+            output_text="",
+            structured_output=None,
+            usage=Usage(),
+            duration_ms=0,
+            created_at=now,
+            started_at=None,
+            completed_at=None,
+            error=None,
+            incomplete_reason=None,
+            first_event_seq=None,
+            ui_message=None,
+            attempts=0,
+            live=submission.live,
+        )
+        conn.execute(
+            turns.insert().values(
+                id=turn.id,
                 task_key=task.key,
-                seq=task.totals.turn_count,
-                input=submission.input,
-                budget=submission.budget,
-                status=TaskStatus.PENDING,
-                output_text="",
-                structured_output=None,
-                usage=Usage(),
-                duration_ms=0,
+                seq=turn.seq,
+                input=turn.input,
+                budget=turn.budget.value,
+                status=turn.status.value,
+                live=turn.live,
                 created_at=now,
-                started_at=None,
-                completed_at=None,
-                error=None,
-                incomplete_reason=None,
-                first_event_seq=None,
-                ui_message=None,
-                attempts=0,
-                live=submission.live,
             )
-            await conn.execute(
-                turns.insert().values(
-                    id=turn.id,
-                    task_key=task.key,
-                    seq=turn.seq,
-                    input=turn.input,
-                    budget=turn.budget.value,
-                    status=turn.status.value,
-                    live=turn.live,
-                    created_at=now,
-                )
+        )
+        status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
+        event_seq = conn.execute(
+            tasks.update()
+            .where(tasks.c.key == task.key)
+            .values(turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None)
+            .returning(tasks.c.event_seq)
+        ).scalar_one()
+        conn.execute(
+            jobs.insert().values(
+                kind=TURN_JOB,
+                ref=turn.id,
+                lock_key=f"task:{task.key}",
+                status="queued",
+                run_after=now,
+                max_attempts=submission.max_attempts,
+                created_at=now,
             )
-            status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
-            event_seq = (
-                await conn.execute(
-                    tasks.update()
-                    .where(tasks.c.key == task.key)
-                    .values(
-                        turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None
-                    )
-                    .returning(tasks.c.event_seq)
-                )
-            ).scalar_one()
-            await conn.execute(
-                jobs.insert().values(
-                    kind=TURN_JOB,
-                    ref=turn.id,
-                    lock_key=f"task:{task.key}",
-                    status="queued",
-                    run_after=now,
-                    max_attempts=submission.max_attempts,
-                    created_at=now,
-                )
-            )
-            await record_task_files(conn, task.worker_id, task.key, submission.files, now)
-            await self._db.publish(conn, JOBS_TOPIC, task_topic(task.key))
-            return task, turn, int(event_seq)
+        )
+        record_task_files(conn, task.worker_id, task.key, submission.files, now)
+        self._db.publish(conn, JOBS_TOPIC, task_topic(task.key))
+        return task, turn, int(event_seq)
 
     async def submission_context(
         self, organization_id: str, task_id: str, worker_id: str | None
     ) -> SubmissionContext:
-        async with self._db.read() as conn:
-            balance = (
-                await conn.execute(
-                    sa.select(organizations.c.credit_balance).where(
-                        organizations.c.id == organization_id
-                    )
+        def work(conn: sa.Connection) -> SubmissionContext:
+            balance = conn.execute(
+                sa.select(organizations.c.credit_balance).where(
+                    organizations.c.id == organization_id
                 )
             ).scalar_one()
-            task = await _find_task(conn, organization_id, task_id)
+            task = _find_task(conn, organization_id, task_id)
             wanted = task.worker_id if task is not None else worker_id
-            worker = None if wanted is None else await find_worker(conn, organization_id, wanted)
-        return SubmissionContext(balance, task, worker)
+            worker = None if wanted is None else find_worker(conn, organization_id, wanted)
+            return SubmissionContext(balance, task, worker)
+
+        return await self._db.read(work)
 
     async def get(self, organization_id: str, task_id: str) -> Task | None:
-        async with self._db.read() as conn:
-            return await _find_task(conn, organization_id, task_id)
+        return await self._db.read(lambda conn: _find_task(conn, organization_id, task_id))
 
     async def by_key(self, task_key: int) -> Task | None:
-        async with self._db.read() as conn:
-            row = (await conn.execute(sa.select(tasks).where(tasks.c.key == task_key))).first()
+        query = sa.select(tasks).where(tasks.c.key == task_key)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else task_from_row(row)
 
     async def get_turn(self, turn_id: str) -> Turn | None:
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(sa.select(*_TURN_COLUMNS).where(turns.c.id == turn_id))
-            ).first()
+        query = sa.select(*_TURN_COLUMNS).where(turns.c.id == turn_id)
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else turn_from_row(row)
 
     async def latest_for_worker(self, organization_id: str, worker_id: str) -> Task | None:
         """The worker's most recently created task that is not archived."""
-        async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(tasks)
-                    .where(
-                        tasks.c.organization_id == organization_id,
-                        tasks.c.worker_id == worker_id,
-                        tasks.c.archived_at.is_(None),
-                    )
-                    .order_by(tasks.c.created_at.desc(), tasks.c.key.desc())
-                    .limit(1)
-                )
-            ).first()
+        query = (
+            sa.select(tasks)
+            .where(
+                tasks.c.organization_id == organization_id,
+                tasks.c.worker_id == worker_id,
+                tasks.c.archived_at.is_(None),
+            )
+            .order_by(tasks.c.created_at.desc(), tasks.c.key.desc())
+            .limit(1)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else task_from_row(row)
 
     async def snapshot(self, task_key: int) -> TaskSnapshot:
-        async with self._db.read() as conn:
-            row = (await conn.execute(sa.select(tasks).where(tasks.c.key == task_key))).one()
-            turn_rows = await conn.execute(
-                sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
-            )
-            task_turns = [turn_from_row(turn_row) for turn_row in turn_rows]
-            files = await task_files_of(conn, task_key)
-        return TaskSnapshot(task_from_row(row), task_turns, files, int(row.event_seq))
+        def work(conn: sa.Connection) -> TaskSnapshot:
+            row = conn.execute(sa.select(tasks).where(tasks.c.key == task_key)).one()
+            task_turns = _turns_of(conn, task_key)
+            files = task_files_of(conn, task_key)
+            return TaskSnapshot(task_from_row(row), task_turns, files, int(row.event_seq))
+
+        return await self._db.read(work)
 
     async def turns_of(self, task_key: int) -> list[Turn]:
-        async with self._db.read() as conn:
-            rows = await conn.execute(
-                sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
-            )
-            return [turn_from_row(row) for row in rows]
+        return await self._db.read(lambda conn: _turns_of(conn, task_key))
 
     async def archive(self, task_key: int, now: datetime) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(
-                tasks.update()
-                .where(tasks.c.key == task_key, tasks.c.archived_at.is_(None))
-                .values(archived_at=now)
-            )
+        update = (
+            tasks.update()
+            .where(tasks.c.key == task_key, tasks.c.archived_at.is_(None))
+            .values(archived_at=now)
+        )
+        await self._db.write(lambda conn: conn.execute(update))
 
     async def list_visible(
         self,
@@ -245,13 +237,12 @@ class TaskStore:
         if status is not None:
             conditions.append(tasks.c.status == status.value)
         joined = tasks.join(workers, workers.c.id == tasks.c.worker_id)
-        async with self._db.read() as conn:
-            total = (
-                await conn.execute(
-                    sa.select(sa.func.count()).select_from(joined).where(*conditions)
-                )
+
+        def work(conn: sa.Connection) -> tuple[list[Task], int]:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(joined).where(*conditions)
             ).scalar_one()
-            rows = await conn.execute(
+            rows = conn.execute(
                 sa.select(tasks)
                 .select_from(joined)
                 .where(*conditions)
@@ -261,22 +252,31 @@ class TaskStore:
             )
             return [task_from_row(row) for row in rows], int(total)
 
+        return await self._db.read(work)
 
-async def _find_task(
-    conn: AsyncConnection, organization_id: str, task_id: str, *, lock: bool = False
+
+def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
+    rows = conn.execute(
+        sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
+    )
+    return [turn_from_row(row) for row in rows]
+
+
+def _find_task(
+    conn: sa.Connection, organization_id: str, task_id: str, *, lock: bool = False
 ) -> Task | None:
     query = sa.select(tasks).where(
         tasks.c.organization_id == organization_id, tasks.c.id == task_id
     )
     if lock:
         query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    row = conn.execute(query).first()
     return None if row is None else task_from_row(row)
 
 
-async def _insert_task(conn: AsyncConnection, submission: Submission, now: datetime) -> Task:
+def _insert_task(conn: sa.Connection, submission: Submission, now: datetime) -> Task:
     key = (
-        await conn.execute(
+        conn.execute(
             tasks.insert()
             .values(
                 id=submission.task_id,

@@ -7,7 +7,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kennel.models import DeliveryStatus, Webhook, WebhookExecution
 from kennel.storage.database import Database
@@ -19,8 +18,10 @@ class WebhookStore:
         self._db = database
 
     async def get(self, worker_id: str) -> Webhook | None:
-        async with self._db.read() as conn:
-            return await _find(conn, worker_id)
+        def work(conn: sa.Connection) -> Webhook | None:
+            return _find(conn, worker_id)
+
+        return await self._db.read(work)
 
     async def set_url(self, worker_id: str, url: str, new_token: str, now: datetime) -> Webhook:
         """Point the webhook at `url`, keeping its token; `new_token` is used only when the
@@ -32,43 +33,52 @@ class WebhookStore:
             return await self._set_url(worker_id, url, new_token, now)
 
     async def _set_url(self, worker_id: str, url: str, new_token: str, now: datetime) -> Webhook:
-        async with self._db.write() as conn:
-            result = await conn.execute(
+        def work(conn: sa.Connection) -> Webhook:
+            result = conn.execute(
                 webhooks.update()
                 .where(webhooks.c.worker_id == worker_id)
                 .values(url=url, updated_at=now)
             )
             if result.rowcount == 0:
-                await conn.execute(
+                conn.execute(
                     webhooks.insert().values(
                         worker_id=worker_id, url=url, token=new_token, updated_at=now
                     )
                 )
-            found = await _find(conn, worker_id)
-        assert found is not None
-        return found
+            found = _find(conn, worker_id)
+            assert found is not None
+            return found
+
+        return await self._db.write(work)
 
     async def clear(self, worker_id: str) -> None:
         """Forget the URL and the token: nothing is delivered any more."""
-        async with self._db.write() as conn:
-            await conn.execute(webhooks.delete().where(webhooks.c.worker_id == worker_id))
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(webhooks.delete().where(webhooks.c.worker_id == worker_id))
+
+        return await self._db.write(work)
 
     async def replace_token(self, worker_id: str, token: str, now: datetime) -> Webhook | None:
         """Swap the token of a configured webhook (the old one stops working); None if none."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> Webhook | None:
+            result = conn.execute(
                 webhooks.update()
                 .where(webhooks.c.worker_id == worker_id)
                 .values(token=token, updated_at=now)
             )
             if result.rowcount == 0:
                 return None
-            return await _find(conn, worker_id)
+            return _find(conn, worker_id)
+
+        return await self._db.write(work)
 
     async def record_execution(self, execution: WebhookExecution) -> None:
         """Append one delivery attempt to the worker's execution log."""
-        async with self._db.write() as conn:
-            await conn.execute(
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 webhook_executions.insert().values(
                     id=execution.id,
                     worker_id=execution.worker_id,
@@ -85,18 +95,21 @@ class WebhookStore:
                 )
             )
 
+        return await self._db.write(work)
+
     async def executions(
         self, worker_id: str, *, offset: int, limit: int
     ) -> tuple[list[WebhookExecution], int]:
         """A page of the worker's delivery attempts, newest first, with the total count."""
         of_worker = webhook_executions.c.worker_id == worker_id
-        async with self._db.read() as conn:
+
+        def work(conn: sa.Connection) -> tuple[list[WebhookExecution], int]:
             total = (
-                await conn.execute(
+                conn.execute(
                     sa.select(sa.func.count()).select_from(webhook_executions).where(of_worker)
                 )
             ).scalar_one()
-            rows = await conn.execute(
+            rows = conn.execute(
                 sa.select(webhook_executions)
                 .where(of_worker)
                 .order_by(webhook_executions.c.created_at.desc(), webhook_executions.c.id.desc())
@@ -105,9 +118,11 @@ class WebhookStore:
             )
             return [execution_from_row(row) for row in rows], int(total)
 
+        return await self._db.read(work)
 
-async def _find(conn: AsyncConnection, worker_id: str) -> Webhook | None:
-    row = (await conn.execute(sa.select(webhooks).where(webhooks.c.worker_id == worker_id))).first()
+
+def _find(conn: sa.Connection, worker_id: str) -> Webhook | None:
+    row = conn.execute(sa.select(webhooks).where(webhooks.c.worker_id == worker_id)).first()
     if row is None:
         return None
     return Webhook(row.worker_id, row.url, row.token, row.updated_at)

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kennel.models import Visibility, Worker
 from kennel.storage.database import Database
@@ -20,13 +19,11 @@ class WorkerStore:
         self._db = database
 
     async def create(self, worker: Worker) -> None:
-        async with self._db.write() as conn:
-            await insert_worker(conn, worker)
+        await self._db.write(lambda conn: insert_worker(conn, worker))
 
     async def get(self, organization_id: str, worker_id: str) -> Worker | None:
         """A live (not deleted) worker of the organization, or None."""
-        async with self._db.read() as conn:
-            return await find_worker(conn, organization_id, worker_id)
+        return await self._db.read(lambda conn: find_worker(conn, organization_id, worker_id))
 
     async def update(
         self, organization_id: str, worker_id: str, changes: dict[str, Any], now: datetime
@@ -35,23 +32,23 @@ class WorkerStore:
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> Worker | None:
+            result = conn.execute(
                 workers.update()
                 .where(_live(organization_id, worker_id))
                 .values(**_encode(changes), updated_at=now)
             )
             if result.rowcount == 0:
                 return None
-            return await find_worker(conn, organization_id, worker_id)
+            return find_worker(conn, organization_id, worker_id)
+
+        return await self._db.write(work)
 
     async def delete(self, organization_id: str, worker_id: str, now: datetime) -> bool:
         """Soft delete: the row and everything under it stay stored."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                workers.update().where(_live(organization_id, worker_id)).values(deleted_at=now)
-            )
-        return result.rowcount > 0
+        update = workers.update().where(_live(organization_id, worker_id)).values(deleted_at=now)
+        return bool(await self._db.write(lambda conn: conn.execute(update).rowcount > 0))
 
     async def list_visible(
         self, organization_id: str, user_id: str, *, offset: int, limit: int
@@ -62,11 +59,12 @@ class WorkerStore:
             workers.c.deleted_at.is_(None),
             sa.or_(workers.c.visibility == Visibility.PUBLIC.value, workers.c.user_id == user_id),
         )
-        async with self._db.read() as conn:
-            total = (
-                await conn.execute(sa.select(sa.func.count()).select_from(workers).where(visible))
+
+        def work(conn: sa.Connection) -> tuple[list[Worker], int]:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(workers).where(visible)
             ).scalar_one()
-            rows = await conn.execute(
+            rows = conn.execute(
                 sa.select(workers)
                 .where(visible)
                 .order_by(workers.c.created_at.desc(), workers.c.id.desc())
@@ -74,6 +72,8 @@ class WorkerStore:
                 .limit(limit)
             )
             return [worker_from_row(row) for row in rows], int(total)
+
+        return await self._db.read(work)
 
 
 def _live(organization_id: str, worker_id: str) -> sa.ColumnElement[bool]:
@@ -91,8 +91,8 @@ def _encode(changes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def insert_worker(conn: AsyncConnection, worker: Worker) -> None:
-    await conn.execute(
+def insert_worker(conn: sa.Connection, worker: Worker) -> None:
+    conn.execute(
         workers.insert().values(
             id=worker.id,
             organization_id=worker.organization_id,
@@ -109,8 +109,8 @@ async def insert_worker(conn: AsyncConnection, worker: Worker) -> None:
     )
 
 
-async def find_worker(conn: AsyncConnection, organization_id: str, worker_id: str) -> Worker | None:
-    row = (await conn.execute(sa.select(workers).where(_live(organization_id, worker_id)))).first()
+def find_worker(conn: sa.Connection, organization_id: str, worker_id: str) -> Worker | None:
+    row = conn.execute(sa.select(workers).where(_live(organization_id, worker_id))).first()
     return None if row is None else worker_from_row(row)
 
 
