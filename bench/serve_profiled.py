@@ -9,7 +9,7 @@ Transactions are counted by call site (the kennel functions that opened them).
 SIGHUP writes the stack of every asyncio task to ``DIR/asyncio-tasks.txt`` (where a stuck turn
 waits).
 
-Caveats: cProfile sees only the main thread (SQLite itself runs on aiosqlite's threads; the SQL
+Caveats: cProfile sees only the main thread (SQLite itself runs on Kennel's database threads; the
 counts cover that side), and its per-call overhead inflates call-heavy code, so read shares and
 call counts, not absolute milliseconds.
 """
@@ -81,11 +81,11 @@ class Recorder:
         if self.profile is not None:
             self.statements[re.sub(r"\s+", " ", args[2])[:160]] += 1
 
-    def counting(self, kind: str, open_: Callable[[Database], Any]) -> Callable[[Database], Any]:
-        def opened(database: Database) -> Any:
+    def counting(self, kind: str, open_: Callable[..., Any]) -> Callable[..., Any]:
+        def opened(database: Database, *args: Any, **kwargs: Any) -> Any:
             if self.profile is not None:
                 self.transactions[f"{kind} {_call_site(sys._getframe(1))}"] += 1
-            return open_(database)
+            return open_(database, *args, **kwargs)
 
         return opened
 
