@@ -8,7 +8,9 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from kennel.models import Event
+from kennel.api.deps import Services
+from kennel.models import Event, Worker
+from kennel.services.tasks import WorkerState
 
 HEADERS = {
     "Cache-Control": "no-cache",
@@ -43,3 +45,20 @@ def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
     if last_event_id and last_event_id.strip().isdigit():
         return int(last_event_id.strip())
     return 0
+
+
+async def task_events(
+    app: Services, worker: Worker, task_key: int, after: int, *, turn_id: str | None
+) -> AsyncIterator[bytes]:
+    """A task's events after `after` (only the turn's, if given), live until the turn or task
+    ends, then the final `Worker` object and `[DONE]`."""
+    keepalive = app.settings.keepalive_seconds
+    async for event in app.tasks.follow(task_key, after, turn_id=turn_id, idle_timeout=keepalive):
+        yield PING if event is None else frame(event)
+    state = await app.tasks.state_of_task(worker, task_key, turn_id)
+    yield worker_frame(app, state)
+    yield DONE
+
+
+def worker_frame(app: Services, state: WorkerState) -> bytes:
+    return data_frame({"type": "data-worker", "data": app.wire.worker(state)})

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
-from kennel.api.sse import DONE, PING, data_frame, frame, sse_response
+from kennel.api.sse import sse_response, task_events
 from kennel.api.uploads import read_multipart
 from kennel.models import TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
@@ -44,7 +44,14 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
     )
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
-        return sse_response(_live(app, submitted), headers)
+        events = task_events(
+            app,
+            submitted.worker,
+            submitted.task.key,
+            submitted.events_after,
+            turn_id=submitted.turn.id,
+        )
+        return sse_response(events, headers)
     # Headers leave now that the turn is stored; whitespace keeps the SDK's read timeout from
     # re-sending the request while the turn runs (spec §16.18). JSON parsers skip it.
     return StreamingResponse(
@@ -58,21 +65,6 @@ async def _blocking(app: Services, submitted: Submitted) -> AsyncIterator[bytes]
         yield KEEPALIVE
     state = await app.tasks.state_of_task(submitted.worker, submitted.task.key, submitted.turn.id)
     yield json.dumps(app.wire.worker(state), ensure_ascii=False).encode()
-
-
-async def _live(app: Services, submitted: Submitted) -> AsyncIterator[bytes]:
-    task_key, turn_id = submitted.task.key, submitted.turn.id
-    events = app.tasks.follow(
-        task_key,
-        submitted.events_after,
-        turn_id=turn_id,
-        idle_timeout=app.settings.keepalive_seconds,
-    )
-    async for event in events:
-        yield PING if event is None else frame(event)
-    state = await app.tasks.state_of_task(submitted.worker, task_key, turn_id)
-    yield data_frame({"type": "data-worker", "data": app.wire.worker(state)})
-    yield DONE
 
 
 @router.get("")

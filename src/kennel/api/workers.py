@@ -10,9 +10,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody, json_body
-from kennel.api.sse import DONE, PING, data_frame, frame, resume_point, sse_response
+from kennel.api.sse import DONE, resume_point, sse_response, task_events, worker_frame
 from kennel.errors import NotFoundError
-from kennel.models import Principal
+from kennel.services.tasks import WorkerState
 from kennel.services.workers import WorkerDraft
 
 router = APIRouter(prefix="/api/workers")
@@ -61,22 +61,17 @@ async def retrieve_worker(
     if not wants_stream:
         return JSONResponse(app.wire.worker(state))
     after = resume_point(last_event_id, starting_after)
-    return sse_response(_replay(app, caller, worker_id, task_id, after))
+    return sse_response(_replay(app, state, after))
 
 
-async def _replay(
-    app: Services, caller: Principal, worker_id: str, task_id: str | None, after: int
-) -> AsyncIterator[bytes]:
+async def _replay(app: Services, state: WorkerState, after: int) -> AsyncIterator[bytes]:
     """Every stored event of the task, then live ones until it ends, then its final state."""
-    state = await app.tasks.state(caller, worker_id, task_id=task_id)
-    if state.snapshot is not None:
-        task_key = state.snapshot.task.key
-        keepalive = app.settings.keepalive_seconds
-        async for event in app.tasks.follow(task_key, after, turn_id=None, idle_timeout=keepalive):
-            yield PING if event is None else frame(event)
-        state = await app.tasks.state_of_task(state.worker, task_key)
-    yield data_frame({"type": "data-worker", "data": app.wire.worker(state)})
-    yield DONE
+    if state.snapshot is None:
+        yield worker_frame(app, state)
+        yield DONE
+        return
+    async for frame in task_events(app, state.worker, state.snapshot.task.key, after, turn_id=None):
+        yield frame
 
 
 @router.patch("/{worker_id}")
