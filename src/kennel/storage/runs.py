@@ -215,13 +215,7 @@ class RunStore:
             result = conn.execute(
                 jobs.update()
                 .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(
-                    status="queued",
-                    attempts=jobs.c.attempts - 1,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                )
+                .values(status="queued", attempts=jobs.c.attempts - 1, **_NO_LEASE)
                 .returning(jobs.c.ref)
             )
             refs = [ref for (ref,) in result]
@@ -256,23 +250,7 @@ class RunStore:
         """Put an interrupted job back in the queue; False if someone else already handled it."""
 
         def work(conn: sa.Connection) -> bool:
-            result = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == expired.job_id,
-                    jobs.c.status == "running",
-                    jobs.c.attempts == expired.attempts,
-                )
-                .values(
-                    status="queued",
-                    run_after=now,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    last_error=reason,
-                )
-            )
-            if result.rowcount == 0:
+            if not _settle(conn, expired, status="queued", run_after=now, last_error=reason):
                 return False
             self._db.publish(conn, JOBS_TOPIC)
             if expired.kind == TURN_JOB:
@@ -291,26 +269,11 @@ class RunStore:
         """Give up on an interrupted turn job for good, recording why; False if already handled."""
 
         def work(conn: sa.Connection) -> bool:
-            result = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == expired.job_id,
-                    jobs.c.status == "running",
-                    jobs.c.attempts == expired.attempts,
-                )
-                .values(
-                    status="failed",
-                    finished_at=now,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    last_error=outcome.error.message if outcome.error else None,
-                )
-            )
-            if result.rowcount == 0:
+            reason = outcome.error.message if outcome.error else None
+            if not _settle(conn, expired, status="failed", finished_at=now, last_error=reason):
                 return False
-            task_key = (
-                conn.execute(sa.select(turns.c.task_key).where(turns.c.id == expired.ref))
+            task_key = conn.execute(
+                sa.select(turns.c.task_key).where(turns.c.id == expired.ref)
             ).scalar_one()
             _append(conn, task_key, expired.ref, final_bodies)
             _record_outcome(conn, expired.ref, task_key, outcome, now)
@@ -318,6 +281,24 @@ class RunStore:
             return True
 
         return await self._db.write(work)
+
+
+_NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+def _settle(conn: sa.Connection, expired: ExpiredJob, **values: object) -> bool:
+    """Take an expired job out of its dead run's hands; False if another runner already did
+    (the job moved on, or was claimed again since it was found expired)."""
+    result = conn.execute(
+        jobs.update()
+        .where(
+            jobs.c.id == expired.job_id,
+            jobs.c.status == "running",
+            jobs.c.attempts == expired.attempts,
+        )
+        .values(**values, **_NO_LEASE)
+    )
+    return bool(result.rowcount)
 
 
 def _fence(conn: sa.Connection, job: TurnJob, **values: object) -> None:
