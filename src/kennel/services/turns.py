@@ -26,7 +26,6 @@ from kennel.models import (
     TurnError,
     TurnJob,
     TurnOutcome,
-    Usage,
 )
 from kennel.services.billing import add_usage, credits_for
 from kennel.services.tasks import is_own_title
@@ -127,17 +126,21 @@ class TurnService:
         title: str | None = None
         try:
             context = await self._store.runs.load_context(job)
+            model_name = self._catalog_name(context)
             async with asyncio.TaskGroup() as group:
                 flusher = group.create_task(sink.run())
-                titling = group.create_task(self._title(context)) if _needs_title(context) else None
+                titling = None
+                if model_name is not None and _needs_title(context):
+                    title_request = self._runtime.title_for(model_name, context.turn.input)
+                    titling = group.create_task(title_request)
                 live = context.turn.live or is_watched()
                 outcome = await self._run_agent(context, job, sink, live=live)
                 final = sink.close()
                 await flusher
                 if titling is not None:
                     title, title_usage = await titling
-                    outcome = _with_usage(outcome, add_usage(outcome.usage, title_usage))
-            outcome = _billed(outcome, self._catalog_name(context), self._settings, started)
+                    outcome = replace(outcome, usage=add_usage(outcome.usage, title_usage))
+            outcome = _billed(outcome, model_name, self._settings, started)
             await self._store.runs.finish_turn(job, outcome, final, self._clock.now(), title=title)
         except* LeaseLostError:
             logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
@@ -167,12 +170,6 @@ class TurnService:
             sink.emit(chunk)
         return TurnOutcome(status=TaskStatus.ERROR, error=error)
 
-    async def _title(self, context: TurnContext) -> tuple[str | None, Usage]:
-        model_name = self._catalog_name(context)
-        if model_name is None:
-            return None, Usage()
-        return await self._runtime.title_for(model_name, context.turn.input)
-
     def _catalog_name(self, context: TurnContext) -> str | None:
         try:
             return self._catalog.name_for(context.worker.model)
@@ -180,14 +177,13 @@ class TurnService:
             return None
 
     def _caps(self, budget: Budget) -> BudgetCaps:
-        caps = BUDGET_CAPS[budget]
         if budget is Budget.UNLIMITED:
             return BudgetCaps(
                 requests=self._settings.unlimited_max_requests,
                 tool_calls=self._settings.unlimited_max_tool_calls,
                 tokens=self._settings.unlimited_max_tokens,
             )
-        return caps
+        return BUDGET_CAPS[budget]
 
     def _watcher_of(self, task_key: int) -> Callable[[], bool]:
         """Whether anyone may be following the task live: its local readers subscribe to its
@@ -247,10 +243,6 @@ def _outcome(result: TurnResult) -> TurnOutcome:
         model_messages=result.model_messages,
         ui_message=result.ui_message,
     )
-
-
-def _with_usage(outcome: TurnOutcome, usage: Usage) -> TurnOutcome:
-    return replace(outcome, usage=usage)
 
 
 def _billed(
