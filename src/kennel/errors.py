@@ -55,12 +55,6 @@ class ModelNotConfiguredError(KennelError):
     code = "model_not_configured"
 
 
-class ProviderError(KennelError):
-    """The model provider failed or is unreachable."""
-
-    code = "provider_error"
-
-
 class LeaseLostError(KennelError):
     """A runner wrote for a job it no longer holds; its writes are refused."""
 

@@ -22,7 +22,6 @@ from kennel.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
-    ProviderError,
     RateLimitedError,
 )
 
@@ -37,7 +36,6 @@ _STATUS: list[tuple[type[KennelError], int]] = [
     (ConflictError, 409),
     (PayloadTooLargeError, 413),
     (RateLimitedError, 429),
-    (ProviderError, 502),
     (ModelNotConfiguredError, 503),
     (LeaseLostError, 503),
 ]
