@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install run test check lint bench clean
+.PHONY: install run test check lint bench bench-floor clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ check: lint test
 
 bench: $(STAMP)
 	$(BIN)/python bench/tasks.py
+
+bench-floor: $(STAMP)
+	$(BIN)/python bench/floor.py
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules
