@@ -238,3 +238,41 @@ webhook_executions = sa.Table(
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Index("ix_webhook_executions_worker_created", "worker_id", "created_at"),
 )
+
+schedule_runs = sa.Table(
+    "schedule_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("schedule_id", sa.ForeignKey("schedules.id"), nullable=False),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    # The task the firing started; NULL when it was skipped (`skip_reason` says why).
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=True),
+    sa.Column("task_id", sa.String(128), nullable=True),
+    sa.Column("scheduled_for", EpochMillis, nullable=False),
+    sa.Column("fired_at", EpochMillis, nullable=False),
+    sa.Column("manual", sa.Boolean, nullable=False),
+    sa.Column("skip_reason", sa.Text, nullable=True),
+    sa.Index("ix_schedule_runs_schedule_fired", "schedule_id", "fired_at"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=False),
+    sa.Column("turn_id", sa.String(32), nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    # Rendered at the first attempt and kept, so every retry sends the same message.
+    sa.Column("body", sa.Text, nullable=True),
+    # pending -> delivering (leased) -> delivered | failed | dropped
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", EpochMillis, nullable=False),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", EpochMillis, nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("finished_at", EpochMillis, nullable=True),
+    sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+)
