@@ -1,9 +1,10 @@
 """Where Kennel may send requests on a user's behalf: URL shape and destination addresses.
 
-Pure rules, no I/O and no DNS. `check_url` is what `PUT …/webhook` can check up front (spec
-§16.14: scheme, length, literal IP hosts); whoever connects later (webhook delivery, the agent's
-web fetch) resolves the name itself and passes every address it would connect to through
-`is_allowed_address`, so a DNS name can't be used to reach an internal host.
+`check_url` is what `PUT …/webhook` can check up front (spec §16.14: scheme, length, literal IP
+hosts), without I/O. Whoever connects later (webhook delivery, the agent's web fetch) sends
+through `guarded_client`: its transport resolves each name itself, passes every address through
+`is_allowed_address` and connects to exactly the address it checked, so neither a DNS name nor a
+redirect nor a rebinding DNS server can be used to reach an internal host.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
+
+import anyio
+import httpcore
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,3 +127,109 @@ def _contains(network: IPNetwork, address: IPAddress) -> bool:
         mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
         return mapped is not None and mapped in network
     return address in network
+
+
+def guarded_client(
+    allowed_networks: Iterable[IPNetwork] = (),
+    *,
+    timeout: httpx.Timeout | float,
+    headers: Mapping[str, str] | None = None,
+    follow_redirects: bool = False,
+) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` that connects only to public or allow-listed addresses.
+
+    A refused destination raises `UnsafeURLError` from the request call (it is not an
+    `httpx.HTTPError`). Redirects, when followed, go through the same check. Proxy variables
+    and `.netrc` are ignored: a proxy would make the checked address the proxy's.
+    """
+    return httpx.AsyncClient(
+        transport=GuardedTransport(allowed_networks),
+        timeout=timeout,
+        headers=headers,
+        follow_redirects=follow_redirects,
+        trust_env=False,
+    )
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport on a `GuardedNetworkBackend`; TLS SNI and `Host` keep the name."""
+
+    def __init__(self, allowed_networks: Iterable[IPNetwork] = ()) -> None:
+        super().__init__(trust_env=False)
+        # httpx 0.28 has no parameter for the network backend (encode/httpx#3749), so the pool
+        # it built is replaced by the same pool on ours: `handle_async_request` only calls
+        # `self._pool`, and what it sends and maps stays httpx's own code.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=100,  # httpx's default limits
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=GuardedNetworkBackend(allowed_networks),
+        )
+
+
+class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Resolves a host once and connects only to the addresses `is_allowed_address` accepts."""
+
+    def __init__(self, allowed_networks: Iterable[IPNetwork] = ()) -> None:
+        self._allowed = tuple(allowed_networks)
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await _resolve(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
+        allowed = [address for address in addresses if is_allowed_address(address, self._allowed)]
+        if not allowed:
+            raise UnsafeURLError(
+                f"{host} points at a private, loopback or reserved address ({addresses[0]}); "
+                "allow its network in the settings to use it"
+            )
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in allowed:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            try:
+                # An address, not the name: a second lookup could answer differently.
+                return await self._backend.connect_tcp(
+                    str(address), port, remaining, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeURLError("Unix sockets are not a destination Kennel connects to")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+async def _resolve(host: str, port: int) -> list[IPAddress]:
+    """The host's addresses, in the resolver's order, without duplicates."""
+    literal = literal_addresses(host)
+    if literal:
+        return list(literal)
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise httpcore.ConnectError(f"{host} has no address")
+    return list(dict.fromkeys(addresses))
