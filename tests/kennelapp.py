@@ -71,3 +71,13 @@ async def new_worker(client: httpx.AsyncClient, **fields: Any) -> str:
     assert response.status_code == 200, response.text
     worker_id: str = response.json()["id"]
     return worker_id
+
+
+async def new_schedule(api: Api, worker_id: str, when: dict[str, Any], **body: Any) -> Any:
+    """A new schedule of the worker (input "Summarise the news" unless given), as answered."""
+    response = await api.client.post(
+        f"/api/workers/{worker_id}/schedules",
+        json={"input": "Summarise the news", "when": when, **body},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()

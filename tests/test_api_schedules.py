@@ -12,7 +12,7 @@ import pytest
 from handinger import AsyncHandinger
 
 from conftest import FakeClock
-from kennelapp import Api, kennel_api, new_worker, settings_for
+from kennelapp import Api, kennel_api, new_schedule, new_worker, settings_for
 
 
 @pytest.fixture
@@ -21,19 +21,10 @@ async def timed(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Api]:
         yield running_api
 
 
-async def _schedule(api: Api, worker_id: str, when: dict[str, Any], **body: Any) -> Any:
-    response = await api.client.post(
-        f"/api/workers/{worker_id}/schedules",
-        json={"input": "Summarise the news", "when": when, **body},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def test_each_kind_and_when_it_runs_first(timed: Api) -> None:
     # The fake clock stands at Monday 2026-05-11 09:00:00 UTC.
     worker_id = await new_worker(timed.client)
-    delayed = await _schedule(
+    delayed = await new_schedule(
         timed, worker_id, {"type": "delayed", "delayInSeconds": 90}, budget="high"
     )
     assert delayed == {
@@ -45,13 +36,13 @@ async def test_each_kind_and_when_it_runs_first(timed: Api) -> None:
         "delayInSeconds": 90,
     }
     assert delayed["id"].startswith("sch_")
-    interval = await _schedule(timed, worker_id, {"type": "interval", "intervalSeconds": 3600})
+    interval = await new_schedule(timed, worker_id, {"type": "interval", "intervalSeconds": 3600})
     assert interval["budget"] == "standard"
     assert (interval["nextRunAt"], interval["intervalSeconds"]) == (
         "2026-05-11T10:00:00.000Z",
         3600,
     )
-    scheduled = await _schedule(
+    scheduled = await new_schedule(
         timed, worker_id, {"type": "scheduled", "date": "2030-01-02T03:04:05.123456+02:00"}
     )
     assert scheduled == {
@@ -62,10 +53,10 @@ async def test_each_kind_and_when_it_runs_first(timed: Api) -> None:
         "nextRunAt": "2030-01-02T01:04:05.123Z",
     }
     # 09:00 on a weekday is now: the next run is strictly later, on Tuesday.
-    cron = await _schedule(timed, worker_id, {"type": "cron", "cron": "0 9 * * 1-5"})
+    cron = await new_schedule(timed, worker_id, {"type": "cron", "cron": "0 9 * * 1-5"})
     assert (cron["nextRunAt"], cron["cron"]) == ("2026-05-12T09:00:00.000Z", "0 9 * * 1-5")
     assert "timezone" not in cron
-    daily = await _schedule(timed, worker_id, {"type": "cron", "cron": "@daily"})
+    daily = await new_schedule(timed, worker_id, {"type": "cron", "cron": "@daily"})
     assert daily["nextRunAt"] == "2026-05-12T00:00:00.000Z"
 
 
@@ -82,13 +73,13 @@ async def test_each_kind_and_when_it_runs_first(timed: Api) -> None:
 )
 async def test_scheduled_dates_in_any_iso_form(timed: Api, date: str, expected: str) -> None:
     worker_id = await new_worker(timed.client)
-    created = await _schedule(timed, worker_id, {"type": "scheduled", "date": date})
+    created = await new_schedule(timed, worker_id, {"type": "scheduled", "date": date})
     assert created["nextRunAt"] == expected and "date" not in created
 
 
 async def test_a_naive_date_is_read_in_the_given_timezone(timed: Api) -> None:
     worker_id = await new_worker(timed.client)
-    created = await _schedule(
+    created = await new_schedule(
         timed,
         worker_id,
         {"type": "scheduled", "date": "2030-07-01T09:00:00", "timezone": "Europe/Madrid"},
@@ -103,18 +94,18 @@ async def test_cron_in_a_timezone_across_the_spring_dst_change(
     # Europe/Madrid moves from CET (+01:00) to CEST (+02:00) at 2026-03-29 01:00 UTC.
     clock.moment = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     worker_id = await new_worker(timed.client)
-    nine = await _schedule(
+    nine = await new_schedule(
         timed, worker_id, {"type": "cron", "cron": "0 9 * * *", "timezone": "Europe/Madrid"}
     )
     assert nine["nextRunAt"] == "2026-03-29T07:00:00.000Z"  # 09:00 CEST, not 08:00Z
     assert nine["timezone"] == "Europe/Madrid"
     # 02:30 does not exist that night: it runs at the first instant after the gap (03:00 CEST).
-    skipped = await _schedule(
+    skipped = await new_schedule(
         timed, worker_id, {"type": "cron", "cron": "30 2 * * *"}, timezone="Europe/Madrid"
     )
     assert skipped["nextRunAt"] == "2026-03-29T01:00:00.000Z"
     assert skipped["timezone"] == "Europe/Madrid"
-    utc = await _schedule(timed, worker_id, {"type": "cron", "cron": "0 9 * * *"})
+    utc = await new_schedule(timed, worker_id, {"type": "cron", "cron": "0 9 * * *"})
     assert utc["nextRunAt"] == "2026-03-29T09:00:00.000Z"
 
 
@@ -124,7 +115,7 @@ async def test_cron_in_a_timezone_across_the_autumn_dst_change(
     # Back from CEST to CET at 2026-10-25 01:00 UTC.
     clock.moment = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
     worker_id = await new_worker(timed.client)
-    nine = await _schedule(
+    nine = await new_schedule(
         timed, worker_id, {"type": "cron", "cron": "0 9 * * *", "timezone": "Europe/Madrid"}
     )
     assert nine["nextRunAt"] == "2026-10-25T08:00:00.000Z"  # 09:00 CET
@@ -133,8 +124,8 @@ async def test_cron_in_a_timezone_across_the_autumn_dst_change(
 async def test_limits_are_inclusive(timed: Api) -> None:
     worker_id = await new_worker(timed.client)
     for seconds in (1, 31_536_000):
-        await _schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": seconds})
-        await _schedule(timed, worker_id, {"type": "interval", "intervalSeconds": seconds})
+        await new_schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": seconds})
+        await new_schedule(timed, worker_id, {"type": "interval", "intervalSeconds": seconds})
 
 
 INVALID_BODIES: list[tuple[str, Any, str]] = [
@@ -315,14 +306,14 @@ async def test_list_shows_active_schedules_oldest_first(timed: Api, clock: FakeC
     other_worker = await new_worker(timed.client)
     path = f"/api/workers/{worker_id}/schedules"
     assert (await timed.client.get(path)).json() == {"schedules": [], "workerId": worker_id}
-    first = await _schedule(timed, worker_id, {"type": "interval", "intervalSeconds": 60})
+    first = await new_schedule(timed, worker_id, {"type": "interval", "intervalSeconds": 60})
     clock.advance(1)
-    second = await _schedule(
+    second = await new_schedule(
         timed, worker_id, {"type": "cron", "cron": "@hourly", "timezone": "Asia/Tokyo"}
     )
     clock.advance(1)
-    cancelled = await _schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
-    await _schedule(timed, other_worker, {"type": "delayed", "delayInSeconds": 5})
+    cancelled = await new_schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
+    await new_schedule(timed, other_worker, {"type": "delayed", "delayInSeconds": 5})
     assert (await timed.client.delete(f"{path}/{cancelled['id']}")).json() == {"cancelled": True}
 
     listed = (await timed.client.get(path)).json()
@@ -332,7 +323,7 @@ async def test_list_shows_active_schedules_oldest_first(timed: Api, clock: FakeC
 async def test_cancel(timed: Api) -> None:
     worker_id = await new_worker(timed.client)
     other_worker = await new_worker(timed.client)
-    created = await _schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 60})
+    created = await new_schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 60})
     path = f"/api/workers/{worker_id}/schedules/{created['id']}"
 
     wrong_worker = await timed.client.delete(
@@ -369,7 +360,7 @@ async def test_any_member_who_sees_the_worker_may_schedule_it(timed: Api) -> Non
 
 async def test_other_organizations_do_not_see_schedules(timed: Api) -> None:
     worker_id = await new_worker(timed.client)
-    created = await _schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
+    created = await new_schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
     eve_key = await timed.new_key("globex", "eve@globex.test")
     async with timed.as_key(eve_key) as eve:
         path = f"/api/workers/{worker_id}/schedules"
@@ -384,7 +375,7 @@ async def test_other_organizations_do_not_see_schedules(timed: Api) -> None:
 
 async def test_schedules_of_a_deleted_worker_are_gone(timed: Api) -> None:
     worker_id = await new_worker(timed.client)
-    created = await _schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
+    created = await new_schedule(timed, worker_id, {"type": "delayed", "delayInSeconds": 5})
     assert (await timed.client.delete(f"/api/workers/{worker_id}")).status_code == 200
     path = f"/api/workers/{worker_id}/schedules"
     assert (await timed.client.get(path)).status_code == 404

@@ -311,9 +311,6 @@ def test_schedules_follow_worker_visibility(
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 4: schedules fire and webhooks deliver (endpoints only so far)"
-)
 def test_a_delayed_schedule_runs_a_task_once_then_leaves_the_list(
     ada: handinger.Handinger, llm: FakeLLM
 ) -> None:

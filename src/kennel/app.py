@@ -21,6 +21,7 @@ from kennel.clock import Clock, SystemClock
 from kennel.config import Settings
 from kennel.files.workspace import Workspaces
 from kennel.runner.runner import Runner
+from kennel.runner.scheduler import Scheduler
 from kennel.services.auth import AuthService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
@@ -43,6 +44,7 @@ class Kennel:
     catalog: ModelCatalog
     services: Services
     runner: Runner
+    scheduler: Scheduler
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Kennel:
@@ -52,6 +54,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds)
     workspaces = Workspaces(settings.workspaces_dir, clock)
     worker_service = WorkerService(store, workspaces, catalog, clock, settings)
+    schedule_service = ScheduleService(store, worker_service, clock, settings)
     services = Services(
         settings=settings,
         store=store,
@@ -60,17 +63,19 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         wire=Wire(settings.base_url),
-        schedules=ScheduleService(store, worker_service, clock),
+        schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
     )
     turns = TurnService(store, runtime, catalog, clock, settings)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
-    return Kennel(settings, store, catalog, services, runner)
+    scheduler = Scheduler(schedule_service, store.database.wakeups)
+    return Kennel(settings, store, catalog, services, runner, scheduler)
 
 
 @asynccontextmanager
 async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
-    """Migrated database, wake-ups and (by default) the runner, for as long as the block lasts."""
+    """Migrated database, wake-ups and (by default) the runner and the scheduler, for as long
+    as the block lasts."""
     lock = ProcessLock.for_database(kennel.store.database)
     try:
         await kennel.store.migrate()
@@ -78,10 +83,12 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
         async with asyncio.TaskGroup() as group:
             if with_runner:
                 group.create_task(kennel.runner.run())
+                group.create_task(kennel.scheduler.run())
             try:
                 yield kennel
             finally:
                 kennel.runner.stop()
+                kennel.scheduler.stop()
     finally:
         await kennel.catalog.aclose()
         await kennel.store.close()

@@ -305,6 +305,32 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleFiring:
+    """What one firing of a schedule does: the turn it submits and when the schedule is due
+    next (None: it never fires again)."""
+
+    submission: Submission
+    next_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRun:
+    """One firing of a schedule: the task it started, or why it was skipped."""
+
+    id: str
+    schedule_id: str
+    worker_id: str
+    task_id: str | None
+    task_status: TaskStatus | None
+    """The started task's status now; None for a skipped firing."""
+    scheduled_for: datetime
+    fired_at: datetime
+    manual: bool
+    """Started by `run-now` rather than by the clock."""
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """A configured webhook: a worker has one, or none (no row)."""
 

@@ -1,4 +1,5 @@
-"""Schedule routes (spec §3.6-3.8): create, list and cancel a worker's schedules."""
+"""Schedule routes (spec §3.6-3.8): create, list and cancel a worker's schedules; extensions:
+a schedule's firing history and `run-now`."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import json_body
+from kennel.api.schemas import PageNumber, json_body
 from kennel.clock import iso
 from kennel.errors import InvalidInputError
-from kennel.models import Budget, Schedule, ScheduleKind
+from kennel.models import Budget, Schedule, ScheduleKind, ScheduleRun
 from kennel.services.schedules import ScheduleRequest
 
 router = APIRouter(prefix="/api/workers/{worker_id}/schedules")
 
 JSON = dict[str, Any]
+PAGE_SIZE = 50
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -99,6 +101,21 @@ def schedule_wire(schedule: Schedule) -> JSON:
     return body
 
 
+def run_wire(run: ScheduleRun) -> JSON:
+    """One firing: `status` is its task's current status, or `skipped` (see `skipReason`)."""
+    return {
+        "id": run.id,
+        "scheduleId": run.schedule_id,
+        "workerId": run.worker_id,
+        "taskId": run.task_id,
+        "status": "skipped" if run.task_status is None else run.task_status.value,
+        "scheduledFor": iso(run.scheduled_for),
+        "firedAt": iso(run.fired_at),
+        "manual": run.manual,
+        "skipReason": run.skip_reason,
+    }
+
+
 @router.post("")
 async def create_schedule(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
@@ -121,3 +138,26 @@ async def cancel_schedule(
     """No body is read: the SDK sends `Content-Type: application/json` with none (spec §1.3)."""
     await app.schedules.cancel(caller, worker_id, schedule_id)
     return JSONResponse({"cancelled": True})
+
+
+@router.get("/{schedule_id}/runs")
+async def schedule_runs(
+    worker_id: str,
+    schedule_id: str,
+    caller: PrincipalDep,
+    app: ServicesDep,
+    page: PageNumber = 1,
+) -> JSONResponse:
+    """Extension: the schedule's firings, newest first, 50 a page (§16.7 listing shape)."""
+    found = await app.schedules.runs(caller, worker_id, schedule_id, page, PAGE_SIZE)
+    return JSONResponse(app.wire.page(found, [run_wire(run) for run in found.items]))
+
+
+@router.post("/{schedule_id}/run-now")
+async def run_schedule_now(
+    worker_id: str, schedule_id: str, caller: PrincipalDep, app: ServicesDep
+) -> JSONResponse:
+    """Extension: fire the schedule at once (its timing is unchanged); no body is read.
+    Answers the new run; 409 while the schedule's last task is still going."""
+    run = await app.schedules.run_now(caller, worker_id, schedule_id)
+    return JSONResponse(run_wire(run))

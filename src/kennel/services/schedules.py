@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -11,14 +13,29 @@ from croniter import CroniterError, croniter
 
 from kennel import ids
 from kennel.clock import Clock
-from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import Budget, Principal, Schedule, ScheduleKind
+from kennel.config import Settings
+from kennel.errors import ConflictError, InvalidInputError, NotFoundError
+from kennel.models import (
+    Budget,
+    Page,
+    Principal,
+    Schedule,
+    ScheduleFiring,
+    ScheduleKind,
+    ScheduleRun,
+    Submission,
+    TriggeredBy,
+    Worker,
+)
+from kennel.services.tasks import provisional_title
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
 
 MAX_SECONDS = 31_536_000
 """Upper bound of `delayInSeconds` and `intervalSeconds`: one year (spec §13)."""
 CRON_FIELDS = 5
+FIRE_BATCH = 100
+"""Schedules fired per transaction; a backlog is worked off in batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +53,13 @@ class ScheduleRequest:
 
 
 class ScheduleService:
-    def __init__(self, store: Store, workers: WorkerService, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, workers: WorkerService, clock: Clock, settings: Settings
+    ) -> None:
         self._store = store
         self._workers = workers
         self._clock = clock
+        self._settings = settings
 
     async def create(
         self, principal: Principal, worker_id: str, request: ScheduleRequest
@@ -81,6 +101,70 @@ class ScheduleService:
         if not await self._store.schedules.cancel(worker.id, schedule_id, self._clock.now()):
             raise NotFoundError(f"schedule {schedule_id} not found")
 
+    async def fire_due(self) -> builtins.list[ScheduleRun]:
+        """Fire every schedule that is due now: each starts a task with `triggeredBy:
+        "schedule"`, or records why it skipped (its last task is still going: a schedule never
+        overlaps itself). A firing missed while the server was down runs once, not once per
+        missed time; recurring schedules then move on to their next time after now."""
+        fired: builtins.list[ScheduleRun] = []
+        while True:
+            now = self._clock.now()
+            batch = await self._store.schedules.fire_due(now, FIRE_BATCH, self._plan(now))
+            fired += batch
+            if len(batch) < FIRE_BATCH:
+                return fired
+
+    async def run_now(self, principal: Principal, worker_id: str, schedule_id: str) -> ScheduleRun:
+        """Fire a schedule at once, outside its timing; 409 while its last task is going."""
+        worker = await self._workers.visible(principal, worker_id)
+        now = self._clock.now()
+        run = await self._store.schedules.fire_now(worker.id, schedule_id, now, self._plan(now))
+        if run is None:
+            raise NotFoundError(f"schedule {schedule_id} not found")
+        if run.skip_reason is not None:
+            raise ConflictError(f"schedule {schedule_id} can't run now: {run.skip_reason}")
+        return run
+
+    async def runs(
+        self, principal: Principal, worker_id: str, schedule_id: str, page: int, page_size: int
+    ) -> Page[ScheduleRun]:
+        """The schedule's firing history (also of a cancelled or finished one), newest first."""
+        if page < 1:
+            raise InvalidInputError("page must be 1 or more")
+        worker = await self._workers.visible(principal, worker_id)
+        if await self._store.schedules.get(worker.id, schedule_id) is None:
+            raise NotFoundError(f"schedule {schedule_id} not found")
+        items, total = await self._store.schedules.runs(
+            schedule_id, offset=(page - 1) * page_size, limit=page_size
+        )
+        return Page.of(items, page=page, page_size=page_size, total=total)
+
+    async def seconds_until_due(self) -> float | None:
+        """How long until the next schedule is due (0 if one is overdue); None if none is."""
+        due = await self._store.schedules.next_due()
+        if due is None:
+            return None
+        return max(0.0, (due - self._clock.now()).total_seconds())
+
+    def _plan(self, now: datetime) -> Callable[[Schedule, Worker], ScheduleFiring]:
+        def plan(schedule: Schedule, worker: Worker) -> ScheduleFiring:
+            submission = Submission(
+                organization_id=schedule.organization_id,
+                task_id=ids.task_id(),
+                worker=worker,
+                input=schedule.input,
+                budget=schedule.budget,
+                triggered_by=TriggeredBy.SCHEDULE,
+                created_by_user_id=schedule.created_by_user_id,
+                provisional_title=provisional_title(schedule.input),
+                metadata={"scheduleId": schedule.id},
+                turn_id=ids.turn_id(),
+                max_attempts=self._settings.job_max_attempts,
+            )
+            return ScheduleFiring(submission, next_run_after(schedule, now))
+
+        return plan
+
 
 def _timed(schedule: Schedule, request: ScheduleRequest, zone: tzinfo, now: datetime) -> Schedule:
     """The schedule with its kind's field checked and its first run worked out."""
@@ -104,9 +188,19 @@ def _timed(schedule: Schedule, request: ScheduleRequest, zone: tzinfo, now: date
 
 
 def next_run_after(schedule: Schedule, moment: datetime) -> datetime | None:
-    """When a schedule fires next after `moment`; None for a one-shot (it fires only once)."""
+    """When a schedule fires next after `moment`; None for a one-shot (it fires only once).
+
+    An interval keeps its rhythm: the next run is the first of `next_run_at + k * interval`
+    after `moment`, so firing a little late does not make every later run late too.
+    """
     if schedule.kind is ScheduleKind.INTERVAL and schedule.interval_seconds is not None:
-        return moment + timedelta(seconds=schedule.interval_seconds)
+        interval = timedelta(seconds=schedule.interval_seconds)
+        anchor = schedule.next_run_at
+        if anchor is None:  # a new schedule
+            return moment + interval
+        if anchor > moment:  # not due yet
+            return anchor
+        return anchor + interval * ((moment - anchor) // interval + 1)
     if schedule.kind is ScheduleKind.CRON and schedule.cron is not None:
         zone = zone_named(schedule.timezone) if schedule.timezone is not None else UTC
         return next_cron_run(schedule.cron, zone, moment)

@@ -71,85 +71,13 @@ class TaskStore:
         """
 
         def work(conn: sa.Connection) -> tuple[Task, Turn, int]:
-            return self._submit(conn, submission, now, accept_existing)
+            return submit_turn(self._db, conn, submission, now, accept_existing)
 
         try:
             return await self._db.write(work)
         except IntegrityError:
             # Two submissions raced to create the same task id: the loser becomes a follow-up.
             return await self._db.write(work)
-
-    def _submit(
-        self,
-        conn: sa.Connection,
-        submission: Submission,
-        now: datetime,
-        accept_existing: Callable[[Task], None],
-    ) -> tuple[Task, Turn, int]:
-        # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
-        task = _find_task(
-            conn, submission.organization_id, submission.task_id, lock=not self._db.is_sqlite
-        )
-        if task is None:
-            if submission.create_worker:
-                insert_worker(conn, submission.worker)
-            task = _insert_task(conn, submission, now)
-        else:
-            accept_existing(task)
-        turn = Turn(
-            id=submission.turn_id,
-            task_key=task.key,
-            seq=task.totals.turn_count,
-            input=submission.input,
-            budget=submission.budget,
-            status=TaskStatus.PENDING,
-            output_text="",
-            structured_output=None,
-            usage=Usage(),
-            duration_ms=0,
-            created_at=now,
-            started_at=None,
-            completed_at=None,
-            error=None,
-            incomplete_reason=None,
-            first_event_seq=None,
-            ui_message=None,
-            attempts=0,
-            live=submission.live,
-        )
-        conn.execute(
-            turns.insert().values(
-                id=turn.id,
-                task_key=task.key,
-                seq=turn.seq,
-                input=turn.input,
-                budget=turn.budget.value,
-                status=turn.status.value,
-                live=turn.live,
-                created_at=now,
-            )
-        )
-        status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
-        event_seq = conn.execute(
-            tasks.update()
-            .where(tasks.c.key == task.key)
-            .values(turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None)
-            .returning(tasks.c.event_seq)
-        ).scalar_one()
-        conn.execute(
-            jobs.insert().values(
-                kind=TURN_JOB,
-                ref=turn.id,
-                lock_key=f"task:{task.key}",
-                status="queued",
-                run_after=now,
-                max_attempts=submission.max_attempts,
-                created_at=now,
-            )
-        )
-        record_task_files(conn, task.worker_id, task.key, submission.files, now)
-        self._db.publish(conn, JOBS_TOPIC, task_topic(task.key))
-        return task, turn, int(event_seq)
 
     async def submission_context(
         self, organization_id: str, task_id: str, worker_id: str | None
@@ -253,6 +181,78 @@ class TaskStore:
             return [task_from_row(row) for row in rows], int(total)
 
         return await self._db.read(work)
+
+
+def submit_turn(
+    db: Database,
+    conn: sa.Connection,
+    submission: Submission,
+    now: datetime,
+    accept_existing: Callable[[Task], None],
+) -> tuple[Task, Turn, int]:
+    """Store a turn and its queued job inside `conn`'s transaction (see `TaskStore.submit`)."""
+    # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
+    task = _find_task(conn, submission.organization_id, submission.task_id, lock=not db.is_sqlite)
+    if task is None:
+        if submission.create_worker:
+            insert_worker(conn, submission.worker)
+        task = _insert_task(conn, submission, now)
+    else:
+        accept_existing(task)
+    turn = Turn(
+        id=submission.turn_id,
+        task_key=task.key,
+        seq=task.totals.turn_count,
+        input=submission.input,
+        budget=submission.budget,
+        status=TaskStatus.PENDING,
+        output_text="",
+        structured_output=None,
+        usage=Usage(),
+        duration_ms=0,
+        created_at=now,
+        started_at=None,
+        completed_at=None,
+        error=None,
+        incomplete_reason=None,
+        first_event_seq=None,
+        ui_message=None,
+        attempts=0,
+        live=submission.live,
+    )
+    conn.execute(
+        turns.insert().values(
+            id=turn.id,
+            task_key=task.key,
+            seq=turn.seq,
+            input=turn.input,
+            budget=turn.budget.value,
+            status=turn.status.value,
+            live=turn.live,
+            created_at=now,
+        )
+    )
+    status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
+    event_seq = conn.execute(
+        tasks.update()
+        .where(tasks.c.key == task.key)
+        .values(turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None)
+        .returning(tasks.c.event_seq)
+    ).scalar_one()
+    conn.execute(
+        jobs.insert().values(
+            kind=TURN_JOB,
+            ref=turn.id,
+            lock_key=f"task:{task.key}",
+            status="queued",
+            run_after=now,
+            max_attempts=submission.max_attempts,
+            created_at=now,
+        )
+    )
+    record_task_files(conn, task.worker_id, task.key, submission.files, now)
+    db.publish(conn, JOBS_TOPIC, task_topic(task.key))
+    return task, turn, int(event_seq)
 
 
 def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:

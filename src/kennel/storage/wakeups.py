@@ -94,3 +94,10 @@ def turn_topic(turn_id: str) -> str:
 
 
 JOBS_TOPIC = "jobs"
+
+SCHEDULES_TOPIC = "schedules"
+"""Published when a schedule is created, cancelled or stopped: the scheduler re-reads when the
+next one is due."""
+
+DELIVERIES_TOPIC = "deliveries"
+"""Published when a webhook delivery is queued: the deliverer wakes up."""

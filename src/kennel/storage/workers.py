@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from kennel.models import Visibility, Worker
 from kennel.storage.database import Database
-from kennel.storage.tables import workers
+from kennel.storage.tables import schedules, workers
+from kennel.storage.wakeups import SCHEDULES_TOPIC
 
 _UPDATABLE = frozenset({"title", "instructions", "summary", "output_schema", "visibility", "model"})
 
@@ -46,9 +47,23 @@ class WorkerStore:
         return await self._db.write(work)
 
     async def delete(self, organization_id: str, worker_id: str, now: datetime) -> bool:
-        """Soft delete: the row and everything under it stay stored."""
-        update = workers.update().where(_live(organization_id, worker_id)).values(deleted_at=now)
-        return bool(await self._db.write(lambda conn: conn.execute(update).rowcount > 0))
+        """Soft delete: the row and everything under it stay stored; its schedules stop."""
+
+        def work(conn: sa.Connection) -> bool:
+            deleted = conn.execute(
+                workers.update().where(_live(organization_id, worker_id)).values(deleted_at=now)
+            )
+            if not deleted.rowcount:
+                return False
+            conn.execute(
+                schedules.update()
+                .where(schedules.c.worker_id == worker_id, schedules.c.cancelled_at.is_(None))
+                .values(cancelled_at=now)
+            )
+            self._db.publish(conn, SCHEDULES_TOPIC)
+            return True
+
+        return await self._db.write(work)
 
     async def list_visible(
         self, organization_id: str, user_id: str, *, offset: int, limit: int
