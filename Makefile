@@ -7,9 +7,15 @@ STAMP := $(VENV)/.installed
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install run test check lint bench bench-floor clean
+.PHONY: install bwrap run test check lint bench bench-floor clean
 
-install: $(STAMP)
+install: $(STAMP) bwrap
+
+# The Python sandbox runs code under bubblewrap; without it Kennel leaves the tool out.
+bwrap:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -q && apt-get install -y -q bubblewrap; } \
+	  || { echo "Kennel's Python sandbox needs bubblewrap: sudo apt-get install bubblewrap" >&2; exit 1; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +31,7 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 run: $(STAMP)
 	$(BIN)/kennel serve
 
-test: $(STAMP) $(JS_STAMP)
+test: $(STAMP) $(JS_STAMP) bwrap
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     webhook_allow_http: bool = False
     allow_private_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
 
+    sandbox_enabled: bool = True
+    sandbox_bwrap: str = "bwrap"
+    sandbox_timeout_seconds: float = Field(default=60.0, gt=0)
+    sandbox_cpu_seconds: int = Field(default=30, ge=1)
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    sandbox_max_file_mb: int = Field(default=64, ge=1)
+    sandbox_max_processes: int = Field(default=64, ge=1)
+    sandbox_output_bytes: int = Field(default=64 * 1024, ge=1024)
+
     @field_validator("model_prices", mode="before")
     @classmethod
     def _parse_prices(cls, value: object) -> object:
