@@ -60,7 +60,10 @@ class SandboxResult:
 
 
 class Sandbox:
-    """Runs Python code under bubblewrap; `available` says whether it can, here."""
+    """Runs Python code under bubblewrap; `available` says whether it can, here.
+
+    Built once at start by the composition root: the check runs `bwrap` synchronously.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
