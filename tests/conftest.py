@@ -1,4 +1,4 @@
-"""Shared fixtures: databases for both backends, the fake model server, a clock."""
+"""Shared fixtures: databases for both backends, the fake model server, a local website, a clock."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from databases import drop_template, postgres_url, sqlite_url
 from fakellm import FakeLLM
 from kennel.storage import Database, Store
 from kennelapp import Api, kennel_api, settings_for
+from website import LocalSite
 
 
 class FakeClock:
@@ -67,6 +68,16 @@ def llm() -> Iterator[FakeLLM]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture(scope="session")
+def website() -> Iterator[LocalSite]:
+    """Pages, redirects and fake search APIs on 127.0.0.1 for the web tools."""
+    site = LocalSite().start()
+    try:
+        yield site
+    finally:
+        site.stop()
 
 
 @pytest.fixture(autouse=True)

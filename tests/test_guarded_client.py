@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,15 +18,6 @@ LOOPBACK_HOST = (ipaddress.ip_network("127.0.0.1/32"),)
 METADATA_SERVICE = "http://169.254.169.254/latest/meta-data/"
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[LocalSite]:
-    local = LocalSite().start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
 async def get(
     url: str, *, allowed: tuple[Any, ...] = (), redirects: bool = False
 ) -> httpx.Response:
@@ -35,15 +25,15 @@ async def get(
         return await client.get(url)
 
 
-async def test_loopback_is_refused_unless_allow_listed(site: LocalSite) -> None:
+async def test_loopback_is_refused_unless_allow_listed(website: LocalSite) -> None:
     with pytest.raises(UnsafeURLError, match=r"loopback or reserved address \(127\.0\.0\.1\)"):
-        await get(site.url("/notes.txt"))
-    response = await get(site.url("/notes.txt"), allowed=LOOPBACK_HOST)
+        await get(website.url("/notes.txt"))
+    response = await get(website.url("/notes.txt"), allowed=LOOPBACK_HOST)
     assert response.status_code == 200 and "feed the dogs" in response.text
 
 
-async def test_a_name_that_resolves_to_loopback_is_refused(site: LocalSite) -> None:
-    url = f"http://localhost:{site.port}/notes.txt"
+async def test_a_name_that_resolves_to_loopback_is_refused(website: LocalSite) -> None:
+    url = f"http://localhost:{website.port}/notes.txt"
     with pytest.raises(UnsafeURLError, match="localhost"):
         await get(url)
     # `localhost` is 127.0.0.1 and ::1; only the allow-listed one is used.
@@ -51,14 +41,14 @@ async def test_a_name_that_resolves_to_loopback_is_refused(site: LocalSite) -> N
     assert response.status_code == 200
 
 
-async def test_a_redirect_into_a_private_network_is_refused(site: LocalSite) -> None:
-    url = site.url(f"/redirect?to={METADATA_SERVICE}")
+async def test_a_redirect_into_a_private_network_is_refused(website: LocalSite) -> None:
+    url = website.url(f"/redirect?to={METADATA_SERVICE}")
     with pytest.raises(UnsafeURLError, match=r"169\.254\.169\.254"):
         await get(url, allowed=LOOPBACK_HOST, redirects=True)
 
 
 async def test_it_connects_to_the_address_it_checked(
-    site: LocalSite, monkeypatch: pytest.MonkeyPatch
+    website: LocalSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rebinding DNS server answers the check with an allowed address and the connection
     with an internal one; the guard must not ask twice."""
@@ -74,11 +64,11 @@ async def test_it_connects_to_the_address_it_checked(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding_getaddrinfo)
-    response = await get(f"http://rebind.test:{site.port}/notes.txt", allowed=LOOPBACK_HOST)
+    response = await get(f"http://rebind.test:{website.port}/notes.txt", allowed=LOOPBACK_HOST)
     assert response.status_code == 200
     assert lookups == ["rebind.test"]
     # TLS and virtual hosting still see the name.
-    assert response.request.headers["host"] == f"rebind.test:{site.port}"
+    assert response.request.headers["host"] == f"rebind.test:{website.port}"
 
 
 async def test_an_unresolvable_name_is_a_connect_error() -> None:

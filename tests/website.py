@@ -37,9 +37,9 @@ from the Latin canis. Modern kennels are heated, ventilated and cleaned every da
 
 # No article for trafilatura to find: every word sits in page furniture it prunes.
 FURNITURE_ONLY = """<!doctype html>
-<html><head><title>Only furniture</title></head>
-<body><nav><a href="/a">Leashes</a> <a href="/b">Collars</a></nav>
-<footer>Opening hours: nine to five</footer></body></html>"""
+<html><head><title>Only furniture</title><script>var tracking = 1;</script></head>
+<body><footer>Opening hours: nine to five</footer><aside>Closed on Sundays</aside>
+</body></html>"""
 
 NOTES = "Plain notes: feed the dogs at 7:00 and 18:00.\n"
 PDF_TEXT = "Kibble rations per dog"
@@ -139,11 +139,7 @@ class LocalSite:
 
         async def page(request: Request) -> Response:
             body, media_type = pages[request.url.path]
-            response = Response(body)
-            response.headers["content-type"] = media_type
-            if not media_type:
-                del response.headers["content-type"]
-            return response
+            return Response(body, headers={"content-type": media_type} if media_type else None)
 
         async def hop(request: Request) -> Response:
             left = int(request.path_params["left"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     webhook_allow_http: bool = False
     allow_private_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
 
+    web_timeout_seconds: float = Field(default=30.0, gt=0)
+    web_fetch_max_bytes: int = Field(default=10 * MB, ge=1)
+    web_fetch_max_redirects: int = Field(default=5, ge=0)
+    web_fetch_max_chars: int = Field(default=50_000, ge=1)
+    search_provider: Literal["ddgs", "brave", "tavily", "searxng"] = "ddgs"
+    search_api_key: str | None = None
+    searxng_url: str | None = None
+    brave_search_url: str = "https://api.search.brave.com/res/v1/web/search"
+    tavily_search_url: str = "https://api.tavily.com/search"
+
     sandbox_enabled: bool = True
     sandbox_bwrap: str = "bwrap"
     sandbox_timeout_seconds: float = Field(default=60.0, gt=0)
@@ -86,6 +96,17 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             return tuple(ip_network(item, strict=False) for item in value)
         return value
+
+    @model_validator(mode="after")
+    def _check_search_provider(self) -> Self:
+        """A provider that can't work fails at start, naming the missing setting."""
+        if self.search_provider in ("brave", "tavily") and not self.search_api_key:
+            raise ValueError(
+                f"KENNEL_SEARCH_PROVIDER={self.search_provider} needs KENNEL_SEARCH_API_KEY"
+            )
+        if self.search_provider == "searxng" and not self.searxng_url:
+            raise ValueError("KENNEL_SEARCH_PROVIDER=searxng needs KENNEL_SEARXNG_URL")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

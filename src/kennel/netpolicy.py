@@ -9,9 +9,11 @@ redirect nor a rebinding DNS server can be used to reach an internal host.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
@@ -155,17 +157,24 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport on a `GuardedNetworkBackend`; TLS SNI and `Host` keep the name."""
 
     def __init__(self, allowed_networks: Iterable[IPNetwork] = ()) -> None:
-        super().__init__(trust_env=False)
+        ssl_context = _ssl_context()
+        super().__init__(verify=ssl_context, trust_env=False)
         # httpx 0.28 has no parameter for the network backend (encode/httpx#3749), so the pool
         # it built is replaced by the same pool on ours: `handle_async_request` only calls
         # `self._pool`, and what it sends and maps stays httpx's own code.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=100,  # httpx's default limits
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
             network_backend=GuardedNetworkBackend(allowed_networks),
         )
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs a tenth of a second: once per process, for every client."""
+    return httpx.create_ssl_context(trust_env=False)
 
 
 class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
