@@ -13,6 +13,9 @@ import pytest
 from conformance import ADA, BOB, EVE, Kennel
 from databases import drop_template, postgres_url, sqlite_url
 from fakellm import FakeLLM
+from kennel.agent.models import ModelCatalog
+from kennel.agent.runtime import AgentRuntime
+from kennel.config import Settings
 from kennel.storage import Database, Store
 from kennelapp import Api, kennel_api, settings_for
 from website import LocalSite
@@ -68,6 +71,25 @@ def llm() -> Iterator[FakeLLM]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+async def runtime(llm: FakeLLM) -> AsyncIterator[AgentRuntime]:
+    """The agent runtime on the fake model."""
+    settings = Settings(
+        model="openai-chat:fake-model", openai_base_url=llm.base_url, openai_api_key="k"
+    )
+    catalog = ModelCatalog(settings)
+    try:
+        yield AgentRuntime(catalog, model_timeout=10)
+    finally:
+        await catalog.aclose()
+
+
+@pytest.fixture(params=[True, False], ids=["live", "quiet"])
+def live(request: pytest.FixtureRequest) -> bool:
+    """Every turn behaviour holds for streamed (live) and plain (quiet) model requests."""
+    return bool(request.param)
 
 
 @pytest.fixture(scope="session")

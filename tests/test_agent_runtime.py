@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,24 +15,6 @@ from kennel.agent.runtime import AgentRuntime, TurnRequest
 from kennel.config import Settings
 from kennel.errors import ModelNotConfiguredError
 from kennel.models import BUDGET_CAPS, Budget, BudgetCaps
-
-
-@pytest.fixture
-async def runtime(llm: FakeLLM) -> AsyncIterator[AgentRuntime]:
-    settings = Settings(
-        model="openai-chat:fake-model", openai_base_url=llm.base_url, openai_api_key="k"
-    )
-    catalog = ModelCatalog(settings)
-    try:
-        yield AgentRuntime(catalog, model_timeout=10)
-    finally:
-        await catalog.aclose()
-
-
-@pytest.fixture(params=[True, False], ids=["live", "quiet"])
-def live(request: pytest.FixtureRequest) -> bool:
-    """Every turn behaviour holds for streamed (live) and plain (quiet) model requests."""
-    return bool(request.param)
 
 
 def _request(text: str, **changes: Any) -> TurnRequest:

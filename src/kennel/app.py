@@ -66,7 +66,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
     )
-    turns = TurnService(store, runtime, catalog, clock, settings)
+    turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
     scheduler = Scheduler(schedule_service, store.database.wakeups)
     return Kennel(settings, store, catalog, services, runner, scheduler)

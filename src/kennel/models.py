@@ -176,6 +176,15 @@ class WorkspaceFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A page a worker fetched (spec §16.4); its id is the same in every turn of a task."""
+
+    id: str
+    url: str
+    title: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class TurnJob:
     """A claimed turn job; `lease_token` fences every write of the run that holds it."""
 
@@ -211,6 +220,10 @@ class TurnOutcome:
     incomplete_reason: str | None = None
     model_messages: bytes | None = None
     ui_message: JSONObject | None = None
+    sources: tuple[Source, ...] = ()
+    files: tuple[WorkspaceFile, ...] = ()
+    """Workspace files the turn created or changed (and that still exist)."""
+    deleted_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

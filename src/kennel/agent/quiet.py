@@ -31,17 +31,19 @@ from pydantic_ai.messages import (
 from pydantic_ai.run import AgentRun, AgentRunResult, AgentRunResultEvent
 from pydantic_ai.usage import RunUsage
 
+from kennel.agent.toolbox import Toolbox
+
 OUTPUT_TOOL = "final_result"
 
 
 class QuietRun:
     """One run of `agent`; iterate `events()` once, then read `result`, `usage`, `messages`."""
 
-    def __init__(self, agent: Agent[None, Any], prompt: str, options: dict[str, Any]) -> None:
+    def __init__(self, agent: Agent[Toolbox, Any], prompt: str, options: dict[str, Any]) -> None:
         self._agent = agent
         self._prompt = prompt
         self._options = options
-        self._run: AgentRun[None, Any] | None = None
+        self._run: AgentRun[Toolbox, Any] | None = None
 
     async def events(self) -> AsyncIterator[AgentStreamEvent | AgentRunResultEvent[Any]]:
         async with self._agent.iter(self._prompt, **self._options) as run:

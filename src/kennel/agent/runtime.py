@@ -22,7 +22,9 @@ from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.models import ModelCatalog
 from kennel.agent.quiet import OUTPUT_TOOL, QuietRun
 from kennel.agent.stream import Chunk, TurnEventStream, to_chunk
-from kennel.models import BudgetCaps, JSONObject, TurnError, Usage
+from kennel.agent.toolbox import FILE_TOOLS, Folder, Toolbox
+from kennel.agent.toolset import build_toolset
+from kennel.models import BudgetCaps, JSONObject, Source, TurnError, Usage, WorkspaceFile
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class TurnRequest:
     message_id: str
     live: bool = True
     """Stream model requests token by token (someone is watching the turn as it runs)."""
+    folder: Folder | None = None
+    """The worker's workspace; without one, the file tools are not offered."""
+    file_url: Callable[[str], str] | None = None
+    """The download URL of a workspace file, for the `file` chunks of files the turn writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,9 @@ class TurnResult:
     ui_message: JSONObject
     error: TurnError | None = None
     incomplete_reason: str | None = None
+    sources: tuple[Source, ...] = ()
+    files: tuple[WorkspaceFile, ...] = ()
+    deleted_files: tuple[str, ...] = ()
 
 
 class AgentRuntime:
@@ -64,8 +73,9 @@ class AgentRuntime:
     def __init__(self, catalog: ModelCatalog, *, model_timeout: float) -> None:
         self._catalog = catalog
         self._settings = ModelSettings(timeout=model_timeout)
-        self._agent: Agent[None, str] = Agent()
-        self._structured: OrderedDict[str, Agent[None, JSONObject]] = OrderedDict()
+        self._toolset = build_toolset()
+        self._agent: Agent[Toolbox, str] = Agent(deps_type=Toolbox, toolsets=[self._toolset])
+        self._structured: OrderedDict[str, Agent[Toolbox, JSONObject]] = OrderedDict()
         self._titles: Agent[None, str] = Agent(instructions=TITLE_INSTRUCTIONS)
 
     async def run_turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnResult:
@@ -79,13 +89,17 @@ class AgentRuntime:
             run_input=None, sdk_version=6, server_message_id=request.message_id
         )
         schema = request.output_schema
-        agent: Agent[None, Any] = self._agent if schema is None else self._structured_agent(schema)
+        agent: Agent[Toolbox, Any] = (
+            self._agent if schema is None else self._structured_agent(schema)
+        )
+        toolbox = self._toolbox(request)
         options: dict[str, Any] = {
             "message_history": _decode_history(request.history),
             "model": await self._catalog.get(request.model_name),
             "instructions": request.instructions or None,
             "model_settings": self._settings,
             "usage_limits": _limits(request.caps),
+            "deps": toolbox,
         }
 
         async def translate(events: AsyncIterator[Any]) -> None:
@@ -105,19 +119,34 @@ class AgentRuntime:
             await translate(quiet.events())
             result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()
         ui_message = builder.message()
+        done = _done_by(toolbox)
         if result is None or stream.failure is not None:
             failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")
             text = _text_of(ui_message)
             if failure.code == BUDGET_EXHAUSTED:
-                return TurnResult(text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED)
-            return TurnResult(text, None, usage, None, ui_message, failure)
+                return TurnResult(
+                    text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED, **done
+                )
+            return TurnResult(text, None, usage, None, ui_message, failure, **done)
         output = result.output
         structured = dict(output) if schema is not None else None
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
         messages = ModelMessagesTypeAdapter.dump_json(new_messages)
-        return TurnResult(text, structured, usage, messages, ui_message)
+        incomplete = BUDGET_EXHAUSTED if toolbox.wrapping_up else None
+        return TurnResult(text, structured, usage, messages, ui_message, None, incomplete, **done)
 
-    def _structured_agent(self, schema: JSONObject) -> Agent[None, JSONObject]:
+    def _toolbox(self, request: TurnRequest) -> Toolbox:
+        offered: set[str] = set()
+        if request.folder is not None:
+            offered |= FILE_TOOLS
+        return Toolbox(
+            caps=request.caps,
+            folder=request.folder,
+            file_url=request.file_url or (lambda path: path),
+            offered=frozenset(offered),
+        )
+
+    def _structured_agent(self, schema: JSONObject) -> Agent[Toolbox, JSONObject]:
         """An agent whose answers must match `schema`; re-asked (up to 3 times) until they do."""
         key = json.dumps(schema, sort_keys=True)
         agent = self._structured.get(key)
@@ -125,7 +154,12 @@ class AgentRuntime:
             self._structured.move_to_end(key)
             return agent
         output_type = StructuredDict(schema, name=OUTPUT_TOOL)
-        agent = Agent(output_type=output_type, retries={"output": 3})
+        agent = Agent(
+            output_type=output_type,
+            retries={"output": 3},
+            deps_type=Toolbox,
+            toolsets=[self._toolset],
+        )
         agent.output_validator(_schema_validator(Draft7Validator(schema)))
         self._structured[key] = agent
         if len(self._structured) > STRUCTURED_AGENTS_KEPT:
@@ -164,11 +198,18 @@ def _schema_validator(validator: Draft7Validator) -> Callable[[JSONObject], JSON
 
 
 def _limits(caps: BudgetCaps) -> UsageLimits:
-    return UsageLimits(
-        request_limit=caps.requests,
-        tool_calls_limit=caps.tool_calls,
-        total_tokens_limit=caps.tokens,
-    )
+    """The hard stop behind the wrap-up: tool calls and tokens are counted by the toolset, which
+    withdraws the tools in time for a last answer (a library limit would end the run first)."""
+    return UsageLimits(request_limit=caps.requests)
+
+
+def _done_by(toolbox: Toolbox) -> dict[str, Any]:
+    """What the turn's tools left behind, as `TurnResult` fields."""
+    return {
+        "sources": tuple(toolbox.sources.values()),
+        "files": tuple(toolbox.changed.values()),
+        "deleted_files": tuple(sorted(toolbox.deleted)),
+    }
 
 
 def _decode_history(history: list[bytes]) -> list[ModelMessage]:

@@ -4,10 +4,10 @@ top level; everything else is camelCase."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from kennel.clock import iso
-from kennel.models import Page, Task, TaskStatus, Turn, Worker, WorkspaceFile
+from kennel.files.workspace import download_url
+from kennel.models import Page, Source, Task, TaskStatus, Turn, Worker, WorkspaceFile
 from kennel.services.tasks import WorkerState
 
 JSON = dict[str, Any]
@@ -23,7 +23,7 @@ class Wire:
         return f"{self._base}/worker/{worker_id}"
 
     def file_url(self, worker_id: str, path: str) -> str:
-        return f"{self._base}/api/workers/{worker_id}/files/{quote(path)}"
+        return download_url(self._base, worker_id, path)
 
     def template(self, worker: Worker) -> JSON:
         return {
@@ -118,6 +118,7 @@ class Wire:
             output_text=turn.output_text,
             output=_output(turn),
             structured_output=turn.structured_output,
+            sources=[_source(source) for source in snapshot.sources],
             files=[self.file(worker.id, file) for file in snapshot.files],
             messages=[message for t in snapshot.turns for message in _messages(t)],
             metadata=_metadata(task, turn),
@@ -132,6 +133,10 @@ class Wire:
             "pageCount": page.page_count,
             "totalCount": page.total_count,
         }
+
+
+def _source(source: Source) -> JSON:
+    return {"id": source.id, "type": "url", "url": source.url, "title": source.title}
 
 
 def _run_status(status: TaskStatus) -> str:

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from urllib.parse import quote
 
 from kennel.clock import Clock
 from kennel.errors import InvalidInputError
@@ -37,6 +38,11 @@ def safe_relative_path(name: str) -> str:
     if path.is_absolute() or not parts or any(part in ("..", ".") for part in parts):
         raise InvalidInputError(f"invalid file name (no absolute paths or '..'): {name!r}")
     return str(path)
+
+
+def download_url(base_url: str, worker_id: str, path: str) -> str:
+    """Where clients download a workspace file: `GET /api/workers/{workerId}/files/{path}`."""
+    return f"{base_url.rstrip('/')}/api/workers/{worker_id}/files/{quote(path)}"
 
 
 def media_type_for(path: str, declared: str | None = None) -> str:

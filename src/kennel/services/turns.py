@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from kennel.agent.models import ModelCatalog
@@ -17,6 +18,8 @@ from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import KennelError, LeaseLostError
+from kennel.files.folder import WorkspaceFolder
+from kennel.files.workspace import Workspaces, download_url
 from kennel.models import (
     BUDGET_CAPS,
     Budget,
@@ -110,10 +113,12 @@ class TurnService:
         catalog: ModelCatalog,
         clock: Clock,
         settings: Settings,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self._store = store
         self._runtime = runtime
         self._catalog = catalog
+        self._workspaces = workspaces
         self._clock = clock
         self._settings = settings
         self._lease = timedelta(seconds=settings.job_lease_seconds)
@@ -159,11 +164,23 @@ class TurnService:
                 caps=self._caps(context.turn.budget),
                 message_id=message_id(job.turn_id, job.attempts),
                 live=live,
+                **self._workspace_of(context),
             )
             result = await self._runtime.run_turn(request, sink.emit)
         except KennelError as error:
             return self._failed(sink, job, TurnError(error.code, error.message))
         return _outcome(result)
+
+    def _workspace_of(self, context: TurnContext) -> dict[str, Any]:
+        """The worker's workspace and its download links, as `TurnRequest` fields."""
+        if self._workspaces is None:
+            return {}
+        worker = context.worker
+        root = self._workspaces.folder(worker.organization_id, worker.id)
+        return {
+            "folder": WorkspaceFolder(root),
+            "file_url": partial(download_url, self._settings.base_url, worker.id),
+        }
 
     def _failed(self, sink: EventSink, job: TurnJob, error: TurnError) -> TurnOutcome:
         for chunk in failure_chunks(error.message, started=sink.emitted > 0, turn_id=job.turn_id):
@@ -242,6 +259,9 @@ def _outcome(result: TurnResult) -> TurnOutcome:
         incomplete_reason=result.incomplete_reason,
         model_messages=result.model_messages,
         ui_message=result.ui_message,
+        sources=result.sources,
+        files=result.files,
+        deleted_files=result.deleted_files,
     )
 
 

@@ -64,6 +64,14 @@ def record_task_files(
     )
 
 
+def forget_files(conn: sa.Connection, worker_id: str, paths: Sequence[str]) -> None:
+    """Drop the records of files deleted from the workspace, for every task that touched them."""
+    if not paths:
+        return
+    for table in (task_files, workspace_files):
+        conn.execute(table.delete().where(table.c.worker_id == worker_id, table.c.path.in_(paths)))
+
+
 def task_files_of(conn: sa.Connection, task_key: int) -> list[WorkspaceFile]:
     rows = conn.execute(
         sa.select(workspace_files)

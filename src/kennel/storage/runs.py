@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from kennel.errors import LeaseLostError, NotFoundError
 from kennel.models import TaskStatus, TurnContext, TurnJob, TurnOutcome
 from kennel.storage.database import Database
+from kennel.storage.files import forget_files, record_task_files
+from kennel.storage.sources import record_task_sources
 from kennel.storage.tables import (
     EpochMillis,
     jobs,
@@ -394,14 +396,13 @@ def _record_outcome(
         task_values.update(status=outcome.status.value, completed_at=now)
     if title:
         task_values["title"] = title
-    organization_id = (
-        conn.execute(
-            tasks.update()
-            .where(tasks.c.key == task_key)
-            .values(**task_values)
-            .returning(tasks.c.organization_id)
-        )
-    ).scalar_one()
+    organization_id, worker_id = conn.execute(
+        tasks.update()
+        .where(tasks.c.key == task_key)
+        .values(**task_values)
+        .returning(tasks.c.organization_id, tasks.c.worker_id)
+    ).one()
+    _record_work(conn, task_key, worker_id, outcome, now)
     if usage.credits:
         conn.execute(
             organizations.update()
@@ -410,3 +411,12 @@ def _record_outcome(
             )
             .values(credit_balance=organizations.c.credit_balance - usage.credits)
         )
+
+
+def _record_work(
+    conn: sa.Connection, task_key: int, worker_id: str, outcome: TurnOutcome, now: datetime
+) -> None:
+    """What the turn's tools left: the pages it fetched, the workspace files it changed."""
+    record_task_sources(conn, task_key, outcome.sources, now)
+    forget_files(conn, worker_id, outcome.deleted_files)
+    record_task_files(conn, worker_id, task_key, outcome.files, now)

@@ -187,6 +187,18 @@ task_files = sa.Table(
     sa.Column("created_at", EpochMillis, nullable=False),
 )
 
+# `id` derives from the URL, so a page fetched again in a later turn stays one source.
+task_sources = sa.Table(
+    "task_sources",
+    metadata,
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), primary_key=True),
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("title", sa.String(500), nullable=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+)
+
 schedules = sa.Table(
     "schedules",
     metadata,

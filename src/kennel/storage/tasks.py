@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kennel.models import (
     Budget,
+    Source,
     Submission,
     Task,
     TaskStatus,
@@ -26,6 +27,7 @@ from kennel.models import (
 )
 from kennel.storage.database import Database
 from kennel.storage.files import record_task_files, task_files_of
+from kennel.storage.sources import task_sources_of
 from kennel.storage.tables import jobs, organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import find_worker, insert_worker
@@ -44,6 +46,7 @@ class TaskSnapshot:
     turns: list[Turn]
     files: list[WorkspaceFile]
     event_seq: int
+    sources: list[Source] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,9 @@ class TaskStore:
             row = conn.execute(sa.select(tasks).where(tasks.c.key == task_key)).one()
             task_turns = _turns_of(conn, task_key)
             files = task_files_of(conn, task_key)
-            return TaskSnapshot(task_from_row(row), task_turns, files, int(row.event_seq))
+            sources = task_sources_of(conn, task_key)
+            event_seq = int(row.event_seq)
+            return TaskSnapshot(task_from_row(row), task_turns, files, event_seq, sources)
 
         return await self._db.read(work)
 

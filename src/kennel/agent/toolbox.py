@@ -1,0 +1,117 @@
+"""What a turn's tools work with and what they leave behind: the per-turn deps of the agent.
+
+The runtime knows nothing of storage or the workspace store; the services layer hands it a
+`Folder` (the worker's workspace) and a way to link to files, and reads back the sources the
+worker fetched and the files it changed once the turn is over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.ui.vercel_ai.response_types import FileChunk, SourceUrlChunk
+from pydantic_ai.usage import RunUsage
+
+from kennel.models import BudgetCaps, Source, WorkspaceFile
+
+FILE_TOOLS = frozenset({"list_files", "read_file", "write_file", "edit_file", "delete_file"})
+
+
+class Folder(Protocol):
+    """A worker's workspace, confined: paths are relative and never leave it."""
+
+    @property
+    def root(self) -> Path: ...
+
+    async def list_files(self, prefix: str = "") -> list[WorkspaceFile]: ...
+
+    async def stat(self, path: str) -> WorkspaceFile | None: ...
+
+    async def read(self, path: str) -> bytes: ...
+
+    async def write(self, path: str, data: bytes) -> WorkspaceFile: ...
+
+    async def delete(self, path: str) -> None: ...
+
+    async def fingerprints(self) -> dict[str, tuple[int, int]]: ...
+
+
+def source_id(url: str) -> str:
+    """A source's id, derived from its URL so that every turn of a task gives it the same one."""
+    return "src_" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Toolbox:
+    """One turn's tools: what they may use, how much, and what they did (sources, files)."""
+
+    caps: BudgetCaps
+    folder: Folder | None = None
+    file_url: Callable[[str], str] = lambda path: path
+    offered: frozenset[str] = frozenset()
+    """Names of the tools this turn may offer the model (outside the wrap-up)."""
+    sources: dict[str, Source] = field(default_factory=dict)
+    """Pages fetched successfully, by URL, in fetch order."""
+    changed: dict[str, WorkspaceFile] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    tool_calls_started: int = 0
+    wrapping_up: bool = False
+    """The budget allows one last model request: no tools, write the best answer (§16.8)."""
+
+    def add_source(self, url: str, title: str | None) -> list[SourceUrlChunk]:
+        """Record a fetched page; the chunk to stream, unless the turn already cited it."""
+        if url in self.sources:
+            return []
+        source = Source(source_id(url), url, title or None)
+        self.sources[url] = source
+        return [SourceUrlChunk(source_id=source.id, url=url, title=source.title)]
+
+    def add_file(self, file: WorkspaceFile) -> list[FileChunk]:
+        """Record a file the turn created or changed; the chunk to stream the first time."""
+        first = file.path not in self.changed
+        self.changed[file.path] = file
+        self.deleted.discard(file.path)
+        if not first:
+            return []
+        return [FileChunk(url=self.file_url(file.path), media_type=file.media_type)]
+
+    def remove_file(self, path: str) -> None:
+        path = str(PurePosixPath(path))
+        self.changed.pop(path, None)
+        self.deleted.add(path)
+
+    def take_tool_call(self) -> bool:
+        """Count a tool call about to run; False when the budget has none left for it."""
+        limit = self.caps.tool_calls
+        if limit is not None and self.tool_calls_started >= limit:
+            return False
+        self.tool_calls_started += 1
+        return True
+
+    def must_wrap_up(self, usage: RunUsage, messages: list[ModelMessage]) -> bool:
+        """Whether the next model request has to be the last one of the turn.
+
+        It is when it is the last request the cap allows, when the tool calls are spent, or when
+        the tokens left could not pay for two more requests the size of the last one.
+        """
+        caps = self.caps
+        if caps.requests is not None and usage.requests + 1 >= caps.requests:
+            return True
+        if caps.tool_calls is not None and self.tool_calls_started >= caps.tool_calls:
+            return True
+        if caps.tokens is not None:
+            last = next((m for m in reversed(messages) if isinstance(m, ModelResponse)), None)
+            size = 0 if last is None else last.usage.input_tokens + last.usage.output_tokens
+            if usage.input_tokens + usage.output_tokens + 2 * size > caps.tokens:
+                return True
+        return False
+
+    def tokens_spent(self, usage: RunUsage) -> bool:
+        return self.caps.tokens is not None and (
+            usage.input_tokens + usage.output_tokens >= self.caps.tokens
+        )

@@ -1,0 +1,132 @@
+"""One worker's workspace folder as its tools see it: list, read, write, delete, nothing outside.
+
+Every path is workspace-relative (`safe_relative_path`: no absolute paths, no `..`), and no
+component of it may be a symbolic link: a link is refused rather than followed, so neither a link
+the sandbox planted nor one in an upload can lead a file tool out of the workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kennel.errors import InvalidInputError, NotFoundError
+from kennel.files.workspace import media_type_for, safe_relative_path
+from kennel.models import WorkspaceFile
+
+# Temporary files of atomic writes (ours and the uploads'): never listed, never reported.
+_TEMPORARY_PREFIXES = (".upload-", ".write-")
+MAX_LISTED = 1000
+
+
+class WorkspaceFolder:
+    """File operations confined to one workspace folder; blocking work runs in a thread."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    @property
+    def root(self) -> Path:
+        """The folder itself (created on first use), for tools that need a real directory."""
+        self._root.mkdir(parents=True, exist_ok=True)
+        return self._root
+
+    async def list_files(self, prefix: str = "") -> list[WorkspaceFile]:
+        """Files under `prefix` (a folder, or the whole workspace), sorted by path."""
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def stat(self, path: str) -> WorkspaceFile | None:
+        """The file at `path`, or None if there is none."""
+        return await asyncio.to_thread(self._stat, path)
+
+    async def read(self, path: str) -> bytes:
+        return await asyncio.to_thread(self._read, path)
+
+    async def write(self, path: str, data: bytes) -> WorkspaceFile:
+        """Create or replace a file atomically (a temporary file renamed into place)."""
+        return await asyncio.to_thread(self._write, path, data)
+
+    async def delete(self, path: str) -> None:
+        await asyncio.to_thread(self._delete, path)
+
+    async def fingerprints(self) -> dict[str, tuple[int, int]]:
+        """Size and modification time of every file: compare two to see what changed."""
+        files = await asyncio.to_thread(self._walk, self._root)
+        return {relative: (info.st_size, info.st_mtime_ns) for relative, info in files}
+
+    def _locate(self, path: str) -> Path:
+        """The file's location, refusing any component that is a symbolic link."""
+        relative = safe_relative_path(path)
+        location = self._root
+        for part in Path(relative).parts:
+            location = location / part
+            if location.is_symlink():
+                raise InvalidInputError(f"{path!r} goes through a symbolic link, which is refused")
+        return location
+
+    def _list(self, prefix: str) -> list[WorkspaceFile]:
+        start = self._locate(prefix) if prefix.strip("/") else self._root
+        if not start.is_dir():
+            raise NotFoundError(f"no folder {prefix!r} in the workspace")
+        found = [_record(relative, info) for relative, info in self._walk(start)]
+        return sorted(found, key=lambda file: file.path)
+
+    def _walk(self, start: Path) -> list[tuple[str, os.stat_result]]:
+        found: list[tuple[str, os.stat_result]] = []
+        if not start.is_dir():
+            return found
+        for folder, folders, names in os.walk(start):  # os.walk never follows symlinks
+            folders[:] = [name for name in folders if not Path(folder, name).is_symlink()]
+            for name in names:
+                if name.startswith(_TEMPORARY_PREFIXES):
+                    continue
+                info = os.lstat(Path(folder, name))
+                if stat.S_ISREG(info.st_mode):
+                    found.append((Path(folder, name).relative_to(self._root).as_posix(), info))
+        return found
+
+    def _stat(self, path: str) -> WorkspaceFile | None:
+        location = self._locate(path)
+        try:
+            info = os.lstat(location)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return _record(safe_relative_path(path), info)
+
+    def _read(self, path: str) -> bytes:
+        location = self._locate(path)
+        if not location.is_file():
+            raise NotFoundError(f"no file {path!r} in the workspace")
+        return location.read_bytes()
+
+    def _write(self, path: str, data: bytes) -> WorkspaceFile:
+        location = self._locate(path)
+        if location.is_dir():
+            raise InvalidInputError(f"{path!r} is a folder")
+        location.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=location.parent, prefix=".write-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, location)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return _record(safe_relative_path(path), os.lstat(location))
+
+    def _delete(self, path: str) -> None:
+        location = self._locate(path)
+        if not location.is_file():
+            raise NotFoundError(f"no file {path!r} in the workspace")
+        location.unlink()
+
+
+def _record(relative: str, info: os.stat_result) -> WorkspaceFile:
+    updated = datetime.fromtimestamp(info.st_mtime, tz=UTC)
+    return WorkspaceFile(relative, info.st_size, media_type_for(relative), updated)
