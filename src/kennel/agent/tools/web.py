@@ -17,8 +17,6 @@ from typing import Any, Literal, Protocol
 
 import ddgs
 import httpx
-import pypdf
-import trafilatura
 from ddgs.exceptions import DDGSException
 from pydantic_ai.exceptions import ToolFailed
 
@@ -168,6 +166,9 @@ def _unreadable(url: str, media_type: str) -> str:
 
 def _convert(kind: Kind, body: bytes, charset: str | None) -> tuple[str | None, str]:
     """The title (if any) and the text of a body; CPU work, run in a thread."""
+    # trafilatura and pypdf load on first use: they add half a second to every start.
+    import trafilatura
+
     if kind == "pdf":
         return _pdf_text(body)
     text = _decode(body, charset)
@@ -191,6 +192,8 @@ def _convert(kind: Kind, body: bytes, charset: str | None) -> tuple[str | None, 
 
 
 def _pdf_text(body: bytes) -> tuple[str | None, str]:
+    import pypdf
+
     try:
         reader = pypdf.PdfReader(io.BytesIO(body))
         pages = [page.extract_text() or "" for page in reader.pages]
