@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,14 @@ import pytest
 
 from aisdk import validate_ui_messages, validate_ui_stream
 from fakellm import FakeLLM, Text, ToolCall, tool_calls
+from kennel.agent.engines import Engines
+from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest
 from kennel.agent.toolset import WRAP_UP
+from kennel.config import Settings
 from kennel.files.folder import WorkspaceFolder
 from kennel.models import BUDGET_CAPS, Budget, BudgetCaps
+from website import LocalSite
 
 SCHEMA = {
     "type": "object",
@@ -320,3 +326,124 @@ async def test_tool_turns_pass_the_ai_sdk(
     assert check.ok, check.error
     assert check.messages[-1]["parts"] == result.ui_message["parts"]
     assert validate_ui_messages([result.ui_message]).ok
+
+
+@pytest.fixture
+async def equipped(llm: FakeLLM, website: LocalSite) -> AsyncIterator[AgentRuntime]:
+    """The runtime with real web and sandbox engines; search is the site's fake SearXNG."""
+    settings = Settings(
+        model="openai-chat:fake-model",
+        openai_base_url=llm.base_url,
+        openai_api_key="k",
+        search_provider="searxng",
+        searxng_url=website.url("/searxng"),
+        allow_private_networks="127.0.0.1/32",
+    )
+    catalog, engines = ModelCatalog(settings), Engines.from_settings(settings)
+    try:
+        yield AgentRuntime(catalog, model_timeout=10, engines=engines)
+    finally:
+        await engines.aclose()
+        await catalog.aclose()
+
+
+async def test_fetched_pages_become_sources_once_each(
+    equipped: AgentRuntime, llm: FakeLLM, website: LocalSite, live: bool
+) -> None:
+    article, notes = website.url("/article.html"), website.url("/notes.txt")
+    llm.script(
+        "read up",
+        tool_calls(ToolCall("web_search", {"query": "kennels", "max_results": 1})),
+        tool_calls(ToolCall("web_fetch", {"url": article})),
+        tool_calls(
+            ToolCall("web_fetch", {"url": notes}),
+            ToolCall("web_fetch", {"url": article}),
+            ToolCall("web_fetch", {"url": website.url("/status/404")}),
+        ),
+        Text("read"),
+    )
+    chunks: list[dict[str, Any]] = []
+    result = await equipped.run_turn(_request("read up", None, live=live), chunks.append)
+
+    assert result.error is None and result.output_text == "read"
+    searched, fetched_article, _, _, missing = _tool_results(llm)
+    assert json.loads(searched)["results"][0]["url"] == "https://searx.example/kennel"
+    assert "sled teams" in json.loads(fetched_article)["content"].lower()
+    assert "404" in missing
+    assert [(s.url, s.title) for s in result.sources] == [
+        (article, "Kennel field guide"),
+        (notes, None),
+    ]
+    sources = [c for c in chunks if c["type"] == "source-url"]
+    assert sources == [
+        {
+            "type": "source-url",
+            "sourceId": result.sources[0].id,
+            "url": article,
+            "title": "Kennel field guide",
+        },
+        {"type": "source-url", "sourceId": result.sources[1].id, "url": notes},
+    ]
+    assert result.usage.tool_calls == 4  # the failed fetch is not counted
+
+
+async def test_files_the_sandbox_writes_are_the_turns_files(
+    equipped: AgentRuntime, llm: FakeLLM, workspace: Path, live: bool
+) -> None:
+    (workspace / "old.txt").write_text("old")
+    program = (
+        "import os, pathlib\n"
+        "pathlib.Path('out').mkdir()\n"
+        "pathlib.Path('out/table.csv').write_text('a,b\\n1,2\\n')\n"
+        "os.remove('old.txt')\n"
+        "print('done', sorted(os.listdir('.')))\n"
+    )
+    llm.script("compute", tool_calls(ToolCall("run_python", {"code": program})), Text("computed"))
+    chunks: list[dict[str, Any]] = []
+    result = await equipped.run_turn(_request("compute", workspace, live=live), chunks.append)
+
+    assert result.error is None and result.output_text == "computed"
+    [told] = _tool_results(llm)
+    output = json.loads(told)
+    assert output["exitCode"] == 0 and output["stdout"] == "done ['out']\n"
+    assert output["filesChanged"] == ["out/table.csv"] and output["filesDeleted"] == ["old.txt"]
+    assert [(f.path, f.size, f.media_type) for f in result.files] == [
+        ("out/table.csv", 8, "text/csv")
+    ]
+    assert result.deleted_files == ("old.txt",)
+    assert [c for c in chunks if c["type"] == "file"] == [
+        {"type": "file", "url": "http://files.test/out/table.csv", "mediaType": "text/csv"}
+    ]
+
+
+async def test_without_a_sandbox_run_python_is_not_offered_and_the_reason_is_logged(
+    llm: FakeLLM, workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        model="openai-chat:fake-model",
+        openai_base_url=llm.base_url,
+        openai_api_key="k",
+        sandbox_bwrap="/nonexistent/bwrap",
+    )
+    with caplog.at_level(logging.WARNING, logger="kennel.agent.engines"):
+        engines = Engines.from_settings(settings)
+    assert engines.sandbox is None
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "kennel.agent.engines"]
+    assert warning.startswith("run_python is not offered: ")
+    catalog = ModelCatalog(settings)
+    try:
+        runtime = AgentRuntime(catalog, model_timeout=10, engines=engines)
+        await runtime.run_turn(_request("hello", workspace), lambda chunk: None)
+    finally:
+        await engines.aclose()
+        await catalog.aclose()
+    offered = {tool["function"]["name"] for tool in llm.requests[-1]["tools"]}
+    assert offered == {
+        "web_search",
+        "web_fetch",
+        "list_files",
+        "read_file",
+        "write_file",
+        "edit_file",
+        "delete_file",
+    }

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from kennel import __version__
+from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
 from kennel.api import errors, schedules, tasks, webhooks, workers
@@ -45,13 +46,15 @@ class Kennel:
     services: Services
     runner: Runner
     scheduler: Scheduler
+    engines: Engines
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     clock = clock or SystemClock()
     store = Store(Database(settings.resolved_database_url))
     catalog = ModelCatalog(settings)
-    runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds)
+    engines = Engines.from_settings(settings)
+    runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds, engines=engines)
     workspaces = Workspaces(settings.workspaces_dir, clock)
     worker_service = WorkerService(store, workspaces, catalog, clock, settings)
     schedule_service = ScheduleService(store, worker_service, clock, settings)
@@ -69,7 +72,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
     scheduler = Scheduler(schedule_service, store.database.wakeups)
-    return Kennel(settings, store, catalog, services, runner, scheduler)
+    return Kennel(settings, store, catalog, services, runner, scheduler, engines)
 
 
 @asynccontextmanager
@@ -90,6 +93,7 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
                 kennel.runner.stop()
                 kennel.scheduler.stop()
     finally:
+        await kennel.engines.aclose()
         await kennel.catalog.aclose()
         await kennel.store.close()
         lock.release()

@@ -17,6 +17,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
+from kennel.agent.engines import Engines
 from kennel.agent.failures import BUDGET_EXHAUSTED
 from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.models import ModelCatalog
@@ -70,8 +71,11 @@ class TurnResult:
 class AgentRuntime:
     """Runs turns and side requests (task titles) on the configured models."""
 
-    def __init__(self, catalog: ModelCatalog, *, model_timeout: float) -> None:
+    def __init__(
+        self, catalog: ModelCatalog, *, model_timeout: float, engines: Engines | None = None
+    ) -> None:
         self._catalog = catalog
+        self._engines = engines or Engines()
         self._settings = ModelSettings(timeout=model_timeout)
         self._toolset = build_toolset()
         self._agent: Agent[Toolbox, str] = Agent(deps_type=Toolbox, toolsets=[self._toolset])
@@ -136,14 +140,24 @@ class AgentRuntime:
         return TurnResult(text, structured, usage, messages, ui_message, None, incomplete, **done)
 
     def _toolbox(self, request: TurnRequest) -> Toolbox:
+        engines, folder = self._engines, request.folder
         offered: set[str] = set()
-        if request.folder is not None:
+        if folder is not None:
             offered |= FILE_TOOLS
+        if engines.search is not None:
+            offered.add("web_search")
+        if engines.fetcher is not None:
+            offered.add("web_fetch")
+        if engines.sandbox is not None and folder is not None:
+            offered.add("run_python")
         return Toolbox(
             caps=request.caps,
-            folder=request.folder,
+            folder=folder,
             file_url=request.file_url or (lambda path: path),
             offered=frozenset(offered),
+            search=engines.search,
+            fetcher=engines.fetcher,
+            sandbox=engines.sandbox,
         )
 
     def _structured_agent(self, schema: JSONObject) -> Agent[Toolbox, JSONObject]:

@@ -17,6 +17,8 @@ from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.ui.vercel_ai.response_types import FileChunk, SourceUrlChunk
 from pydantic_ai.usage import RunUsage
 
+from kennel.agent.tools.sandbox import SandboxResult
+from kennel.agent.tools.web import FetchedPage, SearchResult
 from kennel.models import BudgetCaps, Source, WorkspaceFile
 
 FILE_TOOLS = frozenset({"list_files", "read_file", "write_file", "edit_file", "delete_file"})
@@ -41,6 +43,24 @@ class Folder(Protocol):
     async def fingerprints(self) -> dict[str, tuple[int, int]]: ...
 
 
+class Searcher(Protocol):
+    """Finds pages on the web; failures raise `ToolFailed` with a message for the model."""
+
+    async def search(self, query: str, max_results: int = 10) -> list[SearchResult]: ...
+
+
+class Fetcher(Protocol):
+    """Reads one page for the model; failures raise `ToolFailed`."""
+
+    async def fetch(self, url: str) -> FetchedPage: ...
+
+
+class CodeRunner(Protocol):
+    """Runs Python with a workspace as its writable working directory, sandboxed."""
+
+    async def run_python(self, code: str, workspace: Path) -> SandboxResult: ...
+
+
 def source_id(url: str) -> str:
     """A source's id, derived from its URL so that every turn of a task gives it the same one."""
     return "src_" + hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -54,6 +74,9 @@ class Toolbox:
     folder: Folder | None = None
     file_url: Callable[[str], str] = lambda path: path
     offered: frozenset[str] = frozenset()
+    search: Searcher | None = None
+    fetcher: Fetcher | None = None
+    sandbox: CodeRunner | None = None
     """Names of the tools this turn may offer the model (outside the wrap-up)."""
     sources: dict[str, Source] = field(default_factory=dict)
     """Pages fetched successfully, by URL, in fetch order."""

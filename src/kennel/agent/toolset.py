@@ -9,7 +9,7 @@ what it has; it counts against the caps like any other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from pydantic_ai.toolsets import FunctionToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from kennel.agent.toolbox import Toolbox
-from kennel.agent.tools import files
+from kennel.agent.tools import code, files, research
 from kennel.errors import KennelError
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,16 @@ class BudgetedToolset(WrapperToolset[Toolbox]):
             raise ToolFailed(f"{name} failed: {error.strerror or error}") from error
 
 
-def build_toolset(extra: Sequence[ToolFunction] = ()) -> BudgetedToolset:
+def build_toolset() -> BudgetedToolset:
     """Every tool Kennel has; each turn's `Toolbox.offered` picks the ones it may use."""
     functions: list[ToolFunction] = [
+        research.web_search,
+        research.web_fetch,
         files.list_files,
         files.read_file,
         files.write_file,
         files.edit_file,
         files.delete_file,
-        *extra,
+        code.run_python,
     ]
     return BudgetedToolset(FunctionToolset[Toolbox](functions))

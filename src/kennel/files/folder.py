@@ -31,8 +31,7 @@ class WorkspaceFolder:
 
     @property
     def root(self) -> Path:
-        """The folder itself (created on first use), for tools that need a real directory."""
-        self._root.mkdir(parents=True, exist_ok=True)
+        """The folder itself (it may not exist yet), for tools that need a real directory."""
         return self._root
 
     async def list_files(self, prefix: str = "") -> list[WorkspaceFile]:
