@@ -15,6 +15,7 @@ from fakellm import FakeLLM, Text, ToolCall, tool_calls
 from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest
+from kennel.agent.tools import files
 from kennel.agent.toolset import WRAP_UP
 from kennel.config import Settings
 from kennel.files.folder import WorkspaceFolder
@@ -121,6 +122,32 @@ async def test_reading_ranges_of_bytes_and_lines(
     )
     await runtime.run_turn(_request("ranges", workspace), lambda chunk: None)
     assert _tool_results(llm) == ["cde"]
+
+
+async def test_listing_the_current_folder_and_refusing_huge_reads(
+    runtime: AgentRuntime, llm: FakeLLM, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "MAX_READ_BYTES", 8)
+    (workspace / "sub").mkdir()
+    (workspace / "sub/big.txt").write_text("123456789")
+    llm.script(
+        "look",
+        tool_calls(ToolCall("list_files", {"folder": "."})),
+        tool_calls(ToolCall("list_files", {"folder": "sub/"})),
+        tool_calls(ToolCall("read_file", {"path": "sub/big.txt"})),
+        Text("seen"),
+    )
+    await runtime.run_turn(_request("look", workspace), lambda chunk: None)
+    root, sub, big = _tool_results(llm)
+    assert (
+        json.loads(root)
+        == json.loads(sub)
+        == {
+            "files": [{"path": "sub/big.txt", "size": 9, "mediaType": "text/plain"}],
+            "count": 1,
+        }
+    )
+    assert "more than file tools read" in big
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,8 @@ class WorkspaceFolder:
         return location
 
     def _list(self, prefix: str) -> list[WorkspaceFile]:
-        start = self._locate(prefix) if prefix.strip("/") else self._root
+        folder = prefix.strip().strip("/")
+        start = self._root if folder in ("", ".") else self._locate(folder)
         if not start.is_dir():
             raise NotFoundError(f"no folder {prefix!r} in the workspace")
         found = [_record(relative, info) for relative, info in self._walk(start)]

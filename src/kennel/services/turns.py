@@ -113,7 +113,7 @@ class TurnService:
         catalog: ModelCatalog,
         clock: Clock,
         settings: Settings,
-        workspaces: Workspaces | None = None,
+        workspaces: Workspaces,
     ) -> None:
         self._store = store
         self._runtime = runtime
@@ -173,8 +173,6 @@ class TurnService:
 
     def _workspace_of(self, context: TurnContext) -> dict[str, Any]:
         """The worker's workspace and its download links, as `TurnRequest` fields."""
-        if self._workspaces is None:
-            return {}
         worker = context.worker
         root = self._workspaces.folder(worker.organization_id, worker.id)
         return {

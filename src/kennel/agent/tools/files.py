@@ -14,6 +14,7 @@ from pydantic_ai.exceptions import ToolFailed
 from kennel.agent.toolbox import Folder, Toolbox
 
 MAX_READ_CHARACTERS = 100_000
+MAX_READ_BYTES = 16 * 1024 * 1024
 MAX_WRITE_BYTES = 10 * 1024 * 1024
 MAX_LISTED = 500
 
@@ -23,6 +24,17 @@ def _folder(ctx: RunContext[Toolbox]) -> Folder:
     if folder is None:
         raise ToolFailed("this worker has no workspace")
     return folder
+
+
+async def _read(folder: Folder, path: str) -> bytes:
+    """A file's bytes, refusing files too large to hold for a tool call."""
+    file = await folder.stat(path)
+    if file is not None and file.size > MAX_READ_BYTES:
+        raise ToolFailed(
+            f"{path} has {file.size} bytes, more than file tools read ({MAX_READ_BYTES}); "
+            "inspect it with run_python"
+        )
+    return await folder.read(path)
 
 
 async def list_files(ctx: RunContext[Toolbox], folder: str = "") -> dict[str, Any]:
@@ -62,7 +74,7 @@ async def read_file(
         offset: First byte to read (0-based).
         length: Number of bytes to read from `offset`.
     """
-    data = await _folder(ctx).read(path)
+    data = await _read(_folder(ctx), path)
     if offset is not None or length is not None:
         start = max(offset or 0, 0)
         data = data[start : None if length is None else start + max(length, 0)]
@@ -122,7 +134,7 @@ async def edit_file(
         raise ToolFailed("old_text is empty: give the exact text to replace")
     folder = _folder(ctx)
     try:
-        text = (await folder.read(path)).decode("utf-8")
+        text = (await _read(folder, path)).decode("utf-8")
     except UnicodeDecodeError:
         raise ToolFailed(f"{path} is not a UTF-8 text file") from None
     found = text.count(old_text)
