@@ -11,13 +11,9 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import handinger
@@ -48,80 +44,18 @@ from conformance import (
     running_kennel,
 )
 from fakellm import FakeLLM
+from receiver import HOST as RECEIVER_HOST
+from receiver import Receiver, serving_receiver
 
 pytestmark = pytest.mark.timeout(30)
 
-RECEIVER_HOST = "127.0.0.1"
 LATER = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-# ---------------------------------------------------------------------------------------------
-# A local endpoint that receives webhook deliveries
-
-
-@dataclass(frozen=True)
-class Delivery:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Records every POST; answers each path with the status set for it (200 by default)."""
-
-    base_url: str = ""
-    deliveries: list[Delivery] = field(default_factory=list)
-    statuses: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def endpoint(self, status: int = 200) -> str:
-        path = f"/hook/{secrets.token_hex(6)}"
-        self.statuses[path] = status
-        return self.base_url + path
-
-    def wait_for(self, url: str, seconds: float = 10) -> Delivery:
-        path = url.removeprefix(self.base_url)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with self.lock:
-                found = [d for d in self.deliveries if d.path == path]
-            if found:
-                return found[0]
-            time.sleep(0.05)
-        raise AssertionError(f"nothing was delivered to {url}")
-
-
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            with receiver.lock:
-                receiver.deliveries.append(Delivery(self.path, headers, body))
-            self.send_response(receiver.statuses.get(self.path, 404))
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    found = Receiver()
-    server = ThreadingHTTPServer((RECEIVER_HOST, 0), _handler(found))
-    found.base_url = f"http://{RECEIVER_HOST}:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_receiver() as found:
         yield found
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -455,9 +389,6 @@ def test_an_out_of_range_delivery_log_page_is_400(ada: handinger.Handinger) -> N
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 4: schedules fire and webhooks deliver (endpoints only so far)"
-)
 def test_a_finished_task_is_delivered_signed_and_logged(
     ada: handinger.Handinger, receiver: Receiver
 ) -> None:
@@ -497,9 +428,6 @@ def test_a_finished_task_is_delivered_signed_and_logged(
     assert execution.duration_ms >= 0 and execution.created_at.utcoffset() == timedelta(0)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 4: schedules fire and webhooks deliver (endpoints only so far)"
-)
 def test_a_refused_delivery_is_logged_as_an_error(
     ada: handinger.Handinger, receiver: Receiver
 ) -> None:

@@ -21,17 +21,20 @@ from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
 from kennel.config import Settings
 from kennel.files.workspace import Workspaces
+from kennel.models import JSONObject
+from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
-from kennel.runner.scheduler import Scheduler
 from kennel.services.auth import AuthService
+from kennel.services.deliveries import WebhookDeliverer
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
-from kennel.services.tasks import TaskService
+from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.turns import TurnService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Database, Store
 from kennel.storage.database import ProcessLock
+from kennel.storage.wakeups import DELIVERIES_TOPIC, SCHEDULES_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,9 @@ class Kennel:
     catalog: ModelCatalog
     services: Services
     runner: Runner
-    scheduler: Scheduler
+    scheduler: DueLoop
+    deliverer: WebhookDeliverer
+    delivery_loop: DueLoop
     engines: Engines
 
 
@@ -71,14 +76,27 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
-    scheduler = Scheduler(schedule_service, store.database.wakeups)
-    return Kennel(settings, store, catalog, services, runner, scheduler, engines)
+    wakeups = store.database.wakeups
+    scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
+    wire = services.wire
+
+    def task_event(state: WorkerState) -> JSONObject:
+        assert state.snapshot is not None  # a delivery's task exists
+        return {"task": wire.task(state.snapshot.task), "worker": wire.worker(state)}
+
+    deliverer = WebhookDeliverer(
+        store, services.tasks, task_event, clock, settings, owner=runner.owner
+    )
+    delivery_loop = DueLoop("delivering webhooks", deliverer.tick, wakeups, DELIVERIES_TOPIC)
+    return Kennel(
+        settings, store, catalog, services, runner, scheduler, deliverer, delivery_loop, engines
+    )
 
 
 @asynccontextmanager
 async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
-    """Migrated database, wake-ups and (by default) the runner and the scheduler, for as long
-    as the block lasts."""
+    """Migrated database, wake-ups and (by default) the background work: the runner, the
+    schedule firing and the webhook delivery loops, for as long as the block lasts."""
     lock = ProcessLock.for_database(kennel.store.database)
     try:
         await kennel.store.migrate()
@@ -87,12 +105,15 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
             if with_runner:
                 group.create_task(kennel.runner.run())
                 group.create_task(kennel.scheduler.run())
+                group.create_task(kennel.delivery_loop.run())
             try:
                 yield kennel
             finally:
                 kennel.runner.stop()
                 kennel.scheduler.stop()
+                kennel.delivery_loop.stop()
     finally:
+        await kennel.deliverer.aclose()
         await kennel.engines.aclose()
         await kennel.catalog.aclose()
         await kennel.store.close()

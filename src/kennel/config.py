@@ -51,7 +51,20 @@ class Settings(BaseSettings):
     )
 
     webhook_allow_http: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_seconds: float = Field(default=15.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=86_400.0, gt=0)
     allow_private_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+
+    sandbox_enabled: bool = True
+    sandbox_bwrap: str = "bwrap"
+    sandbox_timeout_seconds: float = Field(default=60.0, gt=0)
+    sandbox_cpu_seconds: int = Field(default=30, ge=1)
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    sandbox_max_file_mb: int = Field(default=64, ge=1)
+    sandbox_max_processes: int = Field(default=64, ge=1)
+    sandbox_output_bytes: int = Field(default=64 * 1024, ge=1024)
 
     web_timeout_seconds: float = Field(default=30.0, gt=0)
     web_fetch_max_bytes: int = Field(default=10 * MB, ge=1)
@@ -62,15 +75,6 @@ class Settings(BaseSettings):
     searxng_url: str | None = None
     brave_search_url: str = "https://api.search.brave.com/res/v1/web/search"
     tavily_search_url: str = "https://api.tavily.com/search"
-
-    sandbox_enabled: bool = True
-    sandbox_bwrap: str = "bwrap"
-    sandbox_timeout_seconds: float = Field(default=60.0, gt=0)
-    sandbox_cpu_seconds: int = Field(default=30, ge=1)
-    sandbox_memory_mb: int = Field(default=1024, ge=64)
-    sandbox_max_file_mb: int = Field(default=64, ge=1)
-    sandbox_max_processes: int = Field(default=64, ge=1)
-    sandbox_output_bytes: int = Field(default=64 * 1024, ge=1024)
 
     @field_validator("model_prices", mode="before")
     @classmethod

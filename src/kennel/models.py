@@ -360,6 +360,39 @@ class DeliveryStatus(StrEnum):
     ERROR = "error"
 
 
+TASK_EVENT_TYPES = {
+    TaskStatus.COMPLETED: "task.completed",
+    TaskStatus.ERROR: "task.failed",
+    TaskStatus.ABORTED: "task.aborted",
+}
+"""The webhook event `type` of each terminal task status (spec §16.5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """A task's end on its way to its worker's webhook: claimed for one attempt at a time,
+    retried with backoff until the receiver answers 2xx or the attempts run out."""
+
+    id: str
+    """Also the Standard Webhooks `webhook-id`: the same for every attempt."""
+    worker_id: str
+    organization_id: str
+    task_key: int
+    task_id: str
+    task_title: str | None
+    turn_id: str
+    event_type: str
+    created_at: datetime
+    body: str | None
+    """The JSON sent, fixed at the first attempt so retries send the same message."""
+    attempt: int
+    """This attempt's number, from 1."""
+    url: str
+    """Where the worker's webhook points now, and its current token."""
+    token: str
+    lease_owner: str
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookExecution:
     """One delivery attempt to a worker's webhook."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import logging
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +31,8 @@ from kennel.models import (
 from kennel.services.tasks import provisional_title
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
+
+logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 31_536_000
 """Upper bound of `delayInSeconds` and `intervalSeconds`: one year (spec §13)."""
@@ -100,6 +103,15 @@ class ScheduleService:
         worker = await self._workers.visible(principal, worker_id)
         if not await self._store.schedules.cancel(worker.id, schedule_id, self._clock.now()):
             raise NotFoundError(f"schedule {schedule_id} not found")
+
+    async def tick(self) -> float | None:
+        """Fire what is due; returns the seconds until the next schedule is (None: none is)."""
+        for run in await self.fire_due():
+            if run.skip_reason is None:
+                logger.info("schedule %s started task %s", run.schedule_id, run.task_id)
+            else:
+                logger.info("schedule %s skipped a run: %s", run.schedule_id, run.skip_reason)
+        return await self.seconds_until_due()
 
     async def fire_due(self) -> builtins.list[ScheduleRun]:
         """Fire every schedule that is due now: each starts a task with `triggeredBy:

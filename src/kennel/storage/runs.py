@@ -28,7 +28,8 @@ from kennel.storage.tables import (
     workers,
 )
 from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
-from kennel.storage.wakeups import JOBS_TOPIC, task_topic, turn_topic
+from kennel.storage.wakeups import DELIVERIES_TOPIC, JOBS_TOPIC, task_topic, turn_topic
+from kennel.storage.webhooks import queue_delivery
 from kennel.storage.workers import worker_from_row
 
 
@@ -205,7 +206,8 @@ class RunStore:
         def work(conn: sa.Connection) -> None:
             _fence(conn, job, status="done", finished_at=now)
             _append(conn, job.task_key, job.turn_id, final_bodies)
-            _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title)
+            if _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title):
+                self._db.publish(conn, DELIVERIES_TOPIC)
             self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id))
 
         return await self._db.write(work)
@@ -278,7 +280,8 @@ class RunStore:
                 sa.select(turns.c.task_key).where(turns.c.id == expired.ref)
             ).scalar_one()
             _append(conn, task_key, expired.ref, final_bodies)
-            _record_outcome(conn, expired.ref, task_key, outcome, now)
+            if _record_outcome(conn, expired.ref, task_key, outcome, now):
+                self._db.publish(conn, DELIVERIES_TOPIC)
             self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(expired.ref))
             return True
 
@@ -354,7 +357,9 @@ def _record_outcome(
     now: datetime,
     *,
     title: str | None = None,
-) -> None:
+) -> bool:
+    """Record how a turn ended, on the turn and its task; bill it. True when the task ended
+    with it and a webhook delivery was queued (the caller wakes the deliverer)."""
     usage = outcome.usage
     seq = (
         conn.execute(
@@ -411,6 +416,7 @@ def _record_outcome(
             )
             .values(credit_balance=organizations.c.credit_balance - usage.credits)
         )
+    return not later_pending and queue_delivery(conn, task_key, turn_id, outcome.status, now)
 
 
 def _record_work(

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from kennel.models import DeliveryStatus, Webhook, WebhookExecution
+from kennel import ids
+from kennel.models import (
+    TASK_EVENT_TYPES,
+    DeliveryStatus,
+    TaskStatus,
+    Webhook,
+    WebhookDelivery,
+    WebhookExecution,
+)
 from kennel.storage.database import Database
-from kennel.storage.tables import webhook_executions, webhooks
+from kennel.storage.tables import tasks, webhook_deliveries, webhook_executions, webhooks
+
+PENDING = "pending"
+DELIVERING = "delivering"
+DELIVERED = "delivered"
+FAILED = "failed"
+DROPPED = "dropped"
+"""The webhook was removed before the event could be delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """How an attempt ended: the execution to log, and when to try again (None: never)."""
+
+    execution: WebhookExecution
+    body: str
+    retry_at: datetime | None
 
 
 class WebhookStore:
@@ -76,26 +101,106 @@ class WebhookStore:
 
     async def record_execution(self, execution: WebhookExecution) -> None:
         """Append one delivery attempt to the worker's execution log."""
+        return await self._db.write(lambda conn: _insert_execution(conn, execution))
 
-        def work(conn: sa.Connection) -> None:
-            conn.execute(
-                webhook_executions.insert().values(
-                    id=execution.id,
-                    worker_id=execution.worker_id,
-                    organization_id=execution.organization_id,
-                    task_key=execution.task_key,
-                    task_id=execution.task_id,
-                    task_title=execution.task_title,
-                    url=execution.url,
-                    request_status=execution.request_status.value,
-                    response_status=execution.response_status,
-                    error_message=execution.error_message,
-                    duration_ms=execution.duration_ms,
-                    created_at=execution.created_at,
-                )
+    async def claim_deliveries(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[WebhookDelivery]:
+        """Take up to `limit` due deliveries for one attempt each, with the webhook's URL and
+        token as they are now. A delivery whose attempt was cut short (its lease ran out) is
+        due again. On PostgreSQL, processes claiming at once split the due deliveries."""
+
+        def work(conn: sa.Connection) -> list[WebhookDelivery]:
+            d = webhook_deliveries.c
+            due = sa.or_(
+                sa.and_(d.status == PENDING, d.next_attempt_at <= now),
+                sa.and_(d.status == DELIVERING, d.lease_expires_at < now),
             )
+            query = (
+                sa.select(
+                    webhook_deliveries,
+                    webhooks.c.url,
+                    webhooks.c.token,
+                    tasks.c.id.label("task_id"),
+                    tasks.c.title,
+                )
+                .outerjoin(webhooks, webhooks.c.worker_id == d.worker_id)
+                .join(tasks, tasks.c.key == d.task_key)
+                .where(due)
+                .order_by(d.next_attempt_at, d.id)
+                .limit(limit)
+            )
+            if not self._db.is_sqlite:
+                query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
+            claimed = []
+            for row in conn.execute(query).all():
+                if row.url is None:
+                    conn.execute(
+                        webhook_deliveries.update()
+                        .where(d.id == row.id)
+                        .values(status=DROPPED, finished_at=now, **_NO_LEASE)
+                    )
+                    continue
+                conn.execute(
+                    webhook_deliveries.update()
+                    .where(d.id == row.id)
+                    .values(
+                        status=DELIVERING,
+                        attempts=d.attempts + 1,
+                        lease_owner=owner,
+                        lease_expires_at=now + lease,
+                    )
+                )
+                claimed.append(_delivery_from_row(row, owner))
+            return claimed
 
         return await self._db.write(work)
+
+    async def finish_attempt(self, delivery: WebhookDelivery, result: AttemptResult) -> bool:
+        """Log the attempt and settle the delivery: delivered, due again at `retry_at`, or
+        failed for good. False (and nothing logged) if the claim was lost meanwhile."""
+
+        def work(conn: sa.Connection) -> bool:
+            d = webhook_deliveries.c
+            succeeded = result.execution.request_status is DeliveryStatus.SUCCESS
+            values: dict[str, Any] = {"body": result.body, **_NO_LEASE}
+            if succeeded or result.retry_at is None:
+                values.update(status=DELIVERED if succeeded else FAILED)
+                values.update(finished_at=result.execution.created_at)
+            else:
+                values.update(status=PENDING, next_attempt_at=result.retry_at)
+            settled = conn.execute(
+                webhook_deliveries.update()
+                .where(
+                    d.id == delivery.id,
+                    d.status == DELIVERING,
+                    d.lease_owner == delivery.lease_owner,
+                    d.attempts == delivery.attempt,
+                )
+                .values(**values)
+            )
+            if not settled.rowcount:
+                return False
+            _insert_execution(conn, result.execution)
+            return True
+
+        return await self._db.write(work)
+
+    async def next_delivery_due(self) -> datetime | None:
+        """When the earliest waiting delivery is due (or its attempt's lease runs out)."""
+
+        def work(conn: sa.Connection) -> datetime | None:
+            d = webhook_deliveries.c
+            moment: datetime | None = conn.execute(
+                sa.select(
+                    sa.func.min(
+                        sa.case((d.status == PENDING, d.next_attempt_at), else_=d.lease_expires_at)
+                    )
+                ).where(d.status.in_((PENDING, DELIVERING)))
+            ).scalar_one()
+            return moment
+
+        return await self._db.read(work)
 
     async def executions(
         self, worker_id: str, *, offset: int, limit: int
@@ -119,6 +224,77 @@ class WebhookStore:
             return [execution_from_row(row) for row in rows], int(total)
 
         return await self._db.read(work)
+
+
+_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+
+
+def queue_delivery(
+    conn: sa.Connection, task_key: int, turn_id: str, status: TaskStatus, now: datetime
+) -> bool:
+    """Queue the task's end for its worker's webhook, if the worker has one (in the
+    transaction that records the end, so it is delivered even if the server dies next)."""
+    event_type = TASK_EVENT_TYPES.get(status)
+    row = conn.execute(
+        sa.select(tasks.c.worker_id, tasks.c.organization_id)
+        .join(webhooks, webhooks.c.worker_id == tasks.c.worker_id)
+        .where(tasks.c.key == task_key)
+    ).first()
+    if row is None or event_type is None:
+        return False
+    conn.execute(
+        webhook_deliveries.insert().values(
+            id=ids.new_id("msg"),
+            worker_id=row.worker_id,
+            organization_id=row.organization_id,
+            task_key=task_key,
+            turn_id=turn_id,
+            event_type=event_type,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return True
+
+
+def _insert_execution(conn: sa.Connection, execution: WebhookExecution) -> None:
+    conn.execute(
+        webhook_executions.insert().values(
+            id=execution.id,
+            worker_id=execution.worker_id,
+            organization_id=execution.organization_id,
+            task_key=execution.task_key,
+            task_id=execution.task_id,
+            task_title=execution.task_title,
+            url=execution.url,
+            request_status=execution.request_status.value,
+            response_status=execution.response_status,
+            error_message=execution.error_message,
+            duration_ms=execution.duration_ms,
+            created_at=execution.created_at,
+        )
+    )
+
+
+def _delivery_from_row(row: Any, owner: str) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        worker_id=row.worker_id,
+        organization_id=row.organization_id,
+        task_key=row.task_key,
+        task_id=row.task_id,
+        task_title=row.title,
+        turn_id=row.turn_id,
+        event_type=row.event_type,
+        created_at=row.created_at,
+        body=row.body,
+        attempt=row.attempts + 1,
+        url=row.url,
+        token=row.token,
+        lease_owner=owner,
+    )
 
 
 def _find(conn: sa.Connection, worker_id: str) -> Webhook | None:
