@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
 
 from conftest import FakeClock
 from kennel import ids
@@ -11,11 +14,13 @@ from kennel.models import (
     DeliveryStatus,
     Submission,
     Task,
+    TaskStatus,
     TriggeredBy,
     WebhookExecution,
     Worker,
 )
 from kennel.storage import Store
+from kennel.storage.webhooks import AttemptResult, queue_delivery
 from records import stored_worker
 
 
@@ -117,3 +122,58 @@ async def test_an_execution_keeps_its_task_and_failure(store: Store, clock: Fake
     )
     await store.webhooks.record_execution(failed)
     assert (await store.webhooks.executions(worker.id, offset=0, limit=50))[0] == [failed]
+
+
+async def _queued_delivery(store: Store, clock: FakeClock) -> Worker:
+    """A worker with a webhook and one task end queued for it."""
+    worker = await stored_worker(store, clock)
+    await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
+    submission = Submission(
+        organization_id=worker.organization_id,
+        task_id=ids.task_id(),
+        worker=worker,
+        input="hello",
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title="Hello",
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    task, turn, _ = await store.tasks.submit(submission, clock.now(), _accept)
+
+    def work(conn: Any) -> bool:
+        return queue_delivery(conn, task.key, turn.id, TaskStatus.COMPLETED, clock.now())
+
+    assert await store.database.write(work)
+    return worker
+
+
+async def test_each_delivery_is_claimed_by_one_attempt_at_a_time(
+    store: Store, clock: FakeClock
+) -> None:
+    worker = await _queued_delivery(store, clock)
+    lease = timedelta(seconds=30)
+    claims = await asyncio.gather(
+        *(store.webhooks.claim_deliveries(f"owner-{n}", clock.now(), lease, 10) for n in range(4))
+    )
+    [[delivery]] = [claim for claim in claims if claim]
+    assert (delivery.attempt, delivery.token, delivery.event_type) == (
+        1,
+        "whk_first",
+        "task.completed",
+    )
+    assert await store.webhooks.claim_deliveries("late", clock.now(), lease, 10) == []
+
+    clock.advance(31)  # the attempt died with its process: the delivery is due again
+    [again] = await store.webhooks.claim_deliveries("next", clock.now(), lease, 10)
+    assert (again.id, again.attempt) == (delivery.id, 2)
+
+    execution = _execution(worker, clock, task_key=delivery.task_key)
+    lost = AttemptResult(execution, "{}", retry_at=None)
+    assert not await store.webhooks.finish_attempt(delivery, lost)  # its claim was taken over
+    assert await store.webhooks.finish_attempt(again, lost)
+    assert await store.webhooks.next_delivery_due() is None
+    logged, total = await store.webhooks.executions(delivery.worker_id, offset=0, limit=10)
+    assert total == 1 and logged[0].id == execution.id
