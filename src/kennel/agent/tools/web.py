@@ -245,14 +245,23 @@ class WebSearch:
 
     def __init__(self, settings: Settings) -> None:
         self._timeout = settings.web_timeout_seconds
-        self._client = httpx.AsyncClient(
-            timeout=self._timeout, headers={"user-agent": USER_AGENT, "accept": "application/json"}
-        )
         self._name = settings.search_provider
-        self._provider = _provider(settings, self._client)
+        self._client: httpx.AsyncClient | None = None
+        self._provider: SearchProvider
+        if settings.search_provider == "ddgs":
+            self._provider = DuckDuckGoSearch(settings.web_timeout_seconds)
+        else:
+            # Search APIs are the operator's choice (SearXNG often runs on a private network):
+            # a plain client, not the guarded one.
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                headers={"user-agent": USER_AGENT, "accept": "application/json"},
+            )
+            self._provider = _api_provider(settings, self._client)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def search(self, query: str, max_results: int = 10) -> list[SearchResult]:
         """Up to `max_results` (at most 20) distinct results for `query`, best first."""
@@ -278,18 +287,14 @@ class WebSearch:
         return list(unique.values())[:count]
 
 
-def _provider(settings: Settings, client: httpx.AsyncClient) -> SearchProvider:
+def _api_provider(settings: Settings, client: httpx.AsyncClient) -> SearchProvider:
     # `Settings` refuses a provider without its key or URL, so the fallbacks never apply.
     key = settings.search_api_key or ""
-    match settings.search_provider:
-        case "brave":
-            return BraveSearch(client, settings.brave_search_url, key)
-        case "tavily":
-            return TavilySearch(client, settings.tavily_search_url, key)
-        case "searxng":
-            return SearxngSearch(client, settings.searxng_url or "")
-        case "ddgs":
-            return DuckDuckGoSearch(settings.web_timeout_seconds)
+    if settings.search_provider == "brave":
+        return BraveSearch(client, settings.brave_search_url, key)
+    if settings.search_provider == "tavily":
+        return TavilySearch(client, settings.tavily_search_url, key)
+    return SearxngSearch(client, settings.searxng_url or "")
 
 
 class DuckDuckGoSearch:
