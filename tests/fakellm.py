@@ -35,6 +35,13 @@ Usage is deterministic: prompt_tokens is a quarter of the characters of all
 message contents, completion_tokens a quarter of the reply text or of the
 tool-call arguments JSON, each at least 1.
 
+The same replies are served in Anthropic's Messages API format on `POST /v1/messages` (plain
+JSON or SSE), so `anthropic:<model>` runs against it with ``ANTHROPIC_BASE_URL`` set to the
+server's root (`base_url` without ``/v1``). Its request is read as the equivalent chat: the
+`system` prompt, then each message, where a user message made only of `tool_result` blocks
+counts as tool output (not as a new user message). Tool calls become `tool_use` blocks.
+Those requests are recorded in `anthropic_requests` (chat ones in `requests`).
+
 Run ``python tests/fakellm.py --port 0 --latency 2.0`` to serve until killed;
 it prints ``listening http://127.0.0.1:PORT`` once ready.
 """
@@ -306,6 +313,88 @@ def _error(status: int, message: str, kind: str = "server_error") -> JSONRespons
     )
 
 
+def _chat_of_anthropic(body: Json) -> list[Json]:
+    """An Anthropic request as the chat messages `_read_conversation` reads."""
+    chat: list[Json] = []
+    system = body.get("system")
+    if system:
+        chat.append({"role": "system", "content": system})
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        if blocks and all(b.get("type") == "tool_result" for b in blocks):
+            chat.append({"role": "tool", "content": ""})
+        else:
+            chat.append({"role": message.get("role"), "content": content})
+    return chat
+
+
+def _anthropic_message(body: Json, c: _Completion) -> Json:
+    content: list[Json] = [{"type": "text", "text": c.text}] if c.text is not None else []
+    for call in c.calls:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": "toolu_" + call["id"].removeprefix("call_"),
+                "name": call["function"]["name"],
+                "input": json.loads(call["function"]["arguments"]),
+            }
+        )
+    return {
+        "id": "msg_" + c.id.removeprefix("chatcmpl-"),
+        "type": "message",
+        "role": "assistant",
+        "model": str(body.get("model") or MODEL_ID),
+        "content": content,
+        "stop_reason": "tool_use" if c.calls else "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": c.usage["prompt_tokens"],
+            "output_tokens": c.usage["completion_tokens"],
+        },
+    }
+
+
+def _anthropic_events(message: Json) -> Iterator[Json]:
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None}
+    start["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 1}
+    yield {"type": "message_start", "message": start}
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
+            for delta in _text_deltas(block["text"]):
+                text_delta = {"type": "text_delta", "text": delta["content"]}
+                yield {"type": "content_block_delta", "index": index, "delta": text_delta}
+        else:
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {**block, "input": {}},
+            }
+            arguments = json.dumps(block["input"])
+            json_delta = {"type": "input_json_delta", "partial_json": arguments}
+            yield {"type": "content_block_delta", "index": index, "delta": json_delta}
+        yield {"type": "content_block_stop", "index": index}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": usage["output_tokens"]},
+    }
+    yield {"type": "message_stop"}
+
+
+def _anthropic_error(status: int, message: str) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    return JSONResponse(
+        {"type": "error", "error": {"type": kind, "message": message}}, status_code=status
+    )
+
+
 def _include_usage(body: Json) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and bool(options.get("include_usage"))
@@ -318,6 +407,7 @@ class FakeLLM:
         self.latency = latency
         self._initial_latency = latency
         self.requests: list[Json] = []
+        self.anthropic_requests: list[Json] = []
         self.base_url = ""
         self._port = port
         self._lock = threading.Lock()
@@ -348,6 +438,7 @@ class FakeLLM:
             self._scripts.clear()
             self._failures.clear()
             self.requests.clear()
+            self.anthropic_requests.clear()
 
     def start(self) -> FakeLLM:
         if self._server is not None:
@@ -391,6 +482,7 @@ class FakeLLM:
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat_completions, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -444,6 +536,36 @@ class FakeLLM:
         if not await self._pause(delay):
             return _error(503, "fake LLM is shutting down")
         return JSONResponse(_completion_body(completion))
+
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's Messages API, answering like `_chat_completions`."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _anthropic_error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _anthropic_error(400, "request body must be a JSON object")
+        with self._lock:
+            self.anthropic_requests.append(body)
+        convo = _read_conversation(_chat_of_anthropic(body))
+        failure = self._take_failure(convo)
+        if failure is not None:
+            return _anthropic_error(failure.status, failure.message)
+        delay, reply = _unwrap(self._choose_reply(convo))
+        message = _anthropic_message(body, _build_completion(body, convo, reply))
+        delay += self.latency
+        if body.get("stream"):
+            events = self._anthropic_stream(message, delay)
+            return StreamingResponse(events, media_type="text/event-stream")
+        if not await self._pause(delay):
+            return _anthropic_error(503, "fake LLM is shutting down")
+        return JSONResponse(message)
+
+    async def _anthropic_stream(self, message: Json, delay: float) -> AsyncIterator[bytes]:
+        if not await self._pause(delay):
+            return
+        for event in _anthropic_events(message):
+            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
     def _take_failure(self, convo: _Conversation) -> _Failure | None:
         with self._lock:

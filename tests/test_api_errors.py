@@ -122,9 +122,9 @@ async def test_without_a_model_tasks_fail_with_the_setting_to_set(tmp_path: Path
         assert (await api.client.get("/api/workers")).json()["totalCount"] == 0
 
 
-async def test_a_worker_with_an_unusable_model_is_refused(api: Api) -> None:
+async def test_a_worker_with_an_unknown_model_is_refused(api: Api) -> None:
     response = await api.client.post("/api/workers", json={"model": "nonsense:thing"})
-    error = _assert_error(response, 503, "model_not_configured")
+    error = _assert_error(response, 400, "invalid_model")
     assert "nonsense:thing" in error["error"]
 
 

@@ -11,7 +11,7 @@ from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from kennel.config import Settings
-from kennel.errors import ModelNotConfiguredError
+from kennel.errors import InvalidInputError, ModelNotConfiguredError
 
 _OPENAI_PROVIDERS = frozenset({"openai", "openai-chat", "openai-responses"})
 
@@ -59,9 +59,18 @@ class ModelCatalog:
         try:
             return infer_model(name, provider_factory=self._provider)
         except (UserError, ValueError) as error:
-            source = "KENNEL_MODEL" if name == self._settings.model else "the worker's model"
+            is_default = name == self._settings.model
             # pydantic-ai's hint about its keyless test model speaks to library users, not ours.
             reason = str(error).split(" To try Pydantic AI", 1)[0]
+            if not is_default and reason.startswith(("Unknown model", "Unknown provider")):
+                # A name the caller chose: their mistake, not the server's configuration.
+                raise InvalidInputError(
+                    f"model {name!r} is not a model name pydantic-ai knows: use provider:model, "
+                    "e.g. 'openai:gpt-4.1-mini', 'anthropic:claude-sonnet-4-5' or "
+                    "'openai-chat:<model>'",
+                    code="invalid_model",
+                ) from error
+            source = "KENNEL_MODEL" if is_default else "the worker's model"
             raise ModelNotConfiguredError(f"{source}={name!r} cannot be used: {reason}") from error
 
     def _provider(self, provider_name: str) -> Provider[Any]:
