@@ -14,7 +14,9 @@ decoding only. Phases:
 
 1. sequential: one task after another on the existing worker (``workerId``), latency 0 →
    p50/p95/p99; then the same without ``workerId`` (each task also creates a worker);
-2. concurrent: 32 closed-loop clients over many tasks, latency 0 → tasks/s;
+2. concurrent: 32 closed-loop clients over many tasks, latency 0 → tasks/s; then both again with
+   tool tasks: the fake answers inputs holding ``tooltask`` with a `list_files` call first, so
+   each such task is two model calls around one tool call (reported next to the plain ones);
 3. burst: the fake is restarted with a 2 s latency, the server restarted against it (same data
    dir), and 500 tasks are sent at once on pre-opened connections → wall time from the first
    send to the last answer. The same burst sent straight to the fake model is the baseline that
@@ -87,6 +89,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 MODEL = "openai-chat:fake-model"
+TOOL = "list_files"
+TOOL_TASK = "tooltask"
+"""Tasks whose input holds this word make two model calls around one `list_files` call."""
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 """Between phases nothing is in flight: the server shuts down gracefully well within this."""
@@ -261,10 +266,17 @@ def task_request(text: str, worker_id: str | None) -> Request:
     fields: dict[str, Any] = {"input": text}
     if worker_id is not None:
         fields["workerId"] = worker_id
-    return Request("/api/tasks", json.dumps(fields).encode(), _task_checker(text))
+    tool = TOOL if TOOL_TASK in text else None
+    return Request("/api/tasks", json.dumps(fields).encode(), _task_checker(text, tool))
 
 
-def _task_checker(text: str) -> Checker:
+def _used_tool(answer: dict[str, Any], tool: str) -> bool:
+    messages = answer.get("messages") or [{}]
+    parts = messages[-1].get("parts") or []
+    return any(part.get("type") == f"tool-{tool}" for part in parts)
+
+
+def _task_checker(text: str, tool: str | None = None) -> Checker:
     def check(status: int, body: bytes) -> str | None:
         if status != 200:
             return f"http {status}"
@@ -277,6 +289,8 @@ def _task_checker(text: str) -> Checker:
         output = answer.get("output_text")
         if not isinstance(output, str) or not output:
             return "empty output_text"
+        if tool is not None and not _used_tool(answer, tool):
+            return f"no {tool} call"
         return None if text in output else "output_text of another task"
 
     return check
@@ -371,6 +385,7 @@ class Child:
 
 def start_fake(latency: float, log: Path) -> tuple[Child, int]:
     argv = [sys.executable, "tests/fakellm.py", "--port", "0", "--latency", str(latency)]
+    argv += ["--tool-first", f"{TOOL}:{TOOL_TASK}"]
     fake = Child(f"fake model (latency {latency}s)", argv, _clean_env(), log)
     try:
         port = int(fake.read_line(r"listening http://[\d.]+:(\d+)", START_TIMEOUT)[1])
@@ -900,6 +915,9 @@ class Bench:
         self._measure("sequential_new_worker", services, new_workers, clients=1)
         concurrent = self._tasks("conc", s.concurrent)
         self._measure("concurrent", services, concurrent, clients=s.clients, profile=True)
+        self._measure("tools_sequential", services, self._tasks(TOOL_TASK, s.sequential), clients=1)
+        tool_tasks = self._tasks(f"{TOOL_TASK} conc", s.concurrent)
+        self._measure("tools_concurrent", services, tool_tasks, clients=s.clients)
         self._stop(services)
 
         services = self._start(latency=s.burst_latency)

@@ -20,7 +20,7 @@ concurrent conversations never interfere.
 3. A script answers with ``replies[k]``, where k is the number of `assistant`
    messages after the last user message: 0 for the first model call of a turn,
    1 after one tool round trip, and so on. Past the end, the last reply is
-   reused.
+   reused. An `Echo()` reply stands for the unscripted answer below.
 4. Without a matching script the reply is ``echo: <last user message>``.
 
 Failures answer immediately, without latency. Every other reply waits
@@ -42,7 +42,8 @@ server's root (`base_url` without ``/v1``). Its request is read as the equivalen
 counts as tool output (not as a new user message). Tool calls become `tool_use` blocks.
 Those requests are recorded in `anthropic_requests` (chat ones in `requests`).
 
-Run ``python tests/fakellm.py --port 0 --latency 2.0`` to serve until killed;
+Run ``python tests/fakellm.py --port 0 --latency 2.0 [--tool-first TOOL:MATCH]`` to serve until
+killed (``--tool-first`` scripts a tool call with no arguments, then the echo);
 it prints ``listening http://127.0.0.1:PORT`` once ready.
 """
 
@@ -101,6 +102,11 @@ class ToolCalls:
 
 
 @dataclass(frozen=True)
+class Echo:
+    """The reply the server gives without a script: ``echo: <last user message>``."""
+
+
+@dataclass(frozen=True)
 class Sleep:
     """Wait `seconds` on top of the server latency, then answer with `then`."""
 
@@ -108,7 +114,7 @@ class Sleep:
     then: Reply
 
 
-Reply = Text | ToolCalls | Sleep
+Reply = Text | ToolCalls | Echo | Sleep
 
 
 def tool_calls(*calls: ToolCall) -> ToolCalls:
@@ -202,6 +208,14 @@ def _default_reply(convo: _Conversation) -> Reply:
     if convo.is_title_request:
         return Text("Title: " + " ".join(convo.last_user.split()[:TITLE_WORDS]))
     return Text(f"echo: {convo.last_user}")
+
+
+def _echoed(reply: Reply, convo: _Conversation) -> Reply:
+    if isinstance(reply, Echo):
+        return _default_reply(convo)
+    if isinstance(reply, Sleep):
+        return Sleep(reply.seconds, _echoed(reply.then, convo))
+    return reply
 
 
 def _unwrap(reply: Reply) -> tuple[float, Text | ToolCalls]:
@@ -580,7 +594,8 @@ class FakeLLM:
     def _choose_reply(self, convo: _Conversation) -> Reply:
         with self._lock:
             script = _match_conversation(self._scripts, convo)
-        return _default_reply(convo) if script is None else script.reply_at(convo.step)
+        reply = _default_reply(convo) if script is None else script.reply_at(convo.step)
+        return _echoed(reply, convo)
 
     async def _stream(
         self, completion: _Completion, delay: float, include_usage: bool
@@ -605,8 +620,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a fake OpenAI Chat Completions API.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--tool-first",
+        action="append",
+        default=[],
+        metavar="TOOL:MATCH",
+        help="conversations matching MATCH first call TOOL (no arguments), then get the echo",
+    )
     args = parser.parse_args(argv)
-    llm = FakeLLM(latency=args.latency, port=args.port).start()
+    llm = FakeLLM(latency=args.latency, port=args.port)
+    for spec in args.tool_first:
+        tool, _, match = spec.partition(":")
+        llm.script(match, tool_calls(ToolCall(tool, {})), Echo())
+    llm.start()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"listening {llm.base_url.removesuffix('/v1')}", flush=True)
     try:
