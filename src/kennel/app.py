@@ -21,11 +21,14 @@ from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
 from kennel.config import Settings
 from kennel.files.workspace import Workspaces
+from kennel.mail.smtp import SmtpGateway
 from kennel.models import JSONObject
 from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.deliveries import WebhookDeliverer
+from kennel.services.mail import MailService
+from kennel.services.mailer import Mailer
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
 from kennel.services.tasks import TaskService, WorkerState
@@ -52,6 +55,10 @@ class Kennel:
     deliverer: WebhookDeliverer
     delivery_loop: DueLoop
     engines: Engines
+    mailer: Mailer
+    mail_loop: DueLoop
+    smtp: SmtpGateway | None
+    """The SMTP listener, when `KENNEL_SMTP_PORT` is set."""
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Kennel:
@@ -88,15 +95,32 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         store, services.tasks, task_event, clock, settings, owner=runner.owner
     )
     delivery_loop = DueLoop("delivering webhooks", deliverer.tick, wakeups, DELIVERIES_TOPIC)
+    mailer = Mailer(store, workspaces, clock, settings, owner=runner.owner)
+    mail_loop = DueLoop("sending mail", mailer.tick, wakeups, DELIVERIES_TOPIC)
+    smtp = None
+    if settings.smtp_port is not None:
+        smtp = SmtpGateway(MailService(store, services.tasks, clock, settings), settings)
     return Kennel(
-        settings, store, catalog, services, runner, scheduler, deliverer, delivery_loop, engines
+        settings,
+        store,
+        catalog,
+        services,
+        runner,
+        scheduler,
+        deliverer,
+        delivery_loop,
+        engines,
+        mailer,
+        mail_loop,
+        smtp,
     )
 
 
 @asynccontextmanager
 async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
     """Migrated database, wake-ups and (by default) the background work: the runner, the
-    schedule firing and the webhook delivery loops, for as long as the block lasts."""
+    schedule firing, webhook delivery and mail sending loops and the SMTP listener, for as
+    long as the block lasts."""
     lock = ProcessLock.for_database(kennel.store.database)
     try:
         await kennel.store.migrate()
@@ -106,18 +130,33 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
                 group.create_task(kennel.runner.run())
                 group.create_task(kennel.scheduler.run())
                 group.create_task(kennel.delivery_loop.run())
+                group.create_task(kennel.mail_loop.run())
+                if kennel.smtp is not None:
+                    _warn_without_relay(kennel.settings)
+                    await kennel.smtp.start()
             try:
                 yield kennel
             finally:
+                if kennel.smtp is not None:
+                    await kennel.smtp.stop()
                 kennel.runner.stop()
                 kennel.scheduler.stop()
                 kennel.delivery_loop.stop()
+                kennel.mail_loop.stop()
     finally:
         await kennel.deliverer.aclose()
         await kennel.engines.aclose()
         await kennel.catalog.aclose()
         await kennel.store.close()
         lock.release()
+
+
+def _warn_without_relay(settings: Settings) -> None:
+    if settings.smtp_relay is None:
+        logger.warning(
+            "e-mail: KENNEL_SMTP_RELAY_URL is not set, so answers to mail can't be sent; "
+            "they wait in the queue until a relay is configured"
+        )
 
 
 def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MB = 1024 * 1024
+RelaySecurity = Literal["plain", "starttls", "tls"]
+RELAY_SCHEMES: dict[str, tuple[int, RelaySecurity]] = {
+    "smtp": (25, "plain"),
+    "smtp+starttls": (587, "starttls"),
+    "smtps": (465, "tls"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpRelay:
+    """Where replies are sent: `smtp://` (plain), `smtp+starttls://` or `smtps://` (TLS)."""
+
+    host: str
+    port: int
+    security: RelaySecurity
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpRelay:
+        """`smtp://[user:password@]host[:port]`; the port defaults to the scheme's."""
+        parts = urlsplit(url)
+        scheme = RELAY_SCHEMES.get(parts.scheme.lower())
+        if scheme is None or not parts.hostname:
+            raise ValueError(
+                "expected smtp://[user:password@]host[:port] (or smtp+starttls://, smtps://)"
+            )
+        default_port, security = scheme
+        return cls(
+            host=parts.hostname,
+            port=parts.port or default_port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
 
 
 class Settings(BaseSettings):
@@ -24,6 +61,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     email_domain: str = "kennel.localhost"
+    smtp_port: int | None = Field(default=None, ge=0, le=65535)
+    smtp_host: str = "127.0.0.1"
+    smtp_max_bytes: int = Field(default=25 * MB, ge=1024)
+    smtp_relay_url: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    smtp_max_attempts: int = Field(default=8, ge=1)
+    smtp_retry_seconds: float = Field(default=60.0, gt=0)
 
     max_upload_file_bytes: int = Field(default=25 * MB, ge=1)
     max_upload_request_bytes: int = Field(default=100 * MB, ge=1)
@@ -101,6 +145,13 @@ class Settings(BaseSettings):
             return tuple(ip_network(item, strict=False) for item in value)
         return value
 
+    @field_validator("smtp_relay_url")
+    @classmethod
+    def _check_relay(cls, value: str | None) -> str | None:
+        if value:
+            SmtpRelay.parse(value)
+        return value or None
+
     @model_validator(mode="after")
     def _check_search_provider(self) -> Self:
         """A provider that can't work fails at start, naming the missing setting."""
@@ -126,6 +177,10 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def smtp_relay(self) -> SmtpRelay | None:
+        return SmtpRelay.parse(self.smtp_relay_url) if self.smtp_relay_url else None
 
     @property
     def workspaces_dir(self) -> Path:

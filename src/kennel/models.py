@@ -83,6 +83,8 @@ class Worker:
     model: str | None
     created_at: datetime
     updated_at: datetime
+    email_allow_list: tuple[str, ...] = ()
+    """Addresses outside the organization that may start tasks by e-mail (lower case)."""
 
     def is_visible_to(self, principal: Principal) -> bool:
         return self.organization_id == principal.organization_id and (
@@ -244,6 +246,20 @@ class Submission:
     create_worker: bool = False
     files: tuple[WorkspaceFile, ...] = ()
     live: bool = False
+    email: InboundEmail | None = None
+    """The mail that asked for this turn; its reply is queued when the turn ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEmail:
+    """A received mail, as much of it as its reply needs to find its way back, threaded."""
+
+    message_id: str
+    sender: str
+    """Where the reply goes: the mail's author."""
+    subject: str
+    references: tuple[str, ...]
+    """The thread before this mail (its `References`), oldest first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ class CreateWorkerBody(_Body):
     title: str | None = Field(None, min_length=1, max_length=200)
     visibility: Visibility = Visibility.PUBLIC
     model: str | None = Field(None, min_length=1, max_length=200)
+    email_allow_list: list[str] = Field(default_factory=list, alias="emailAllowList")
 
 
 class UpdateWorkerBody(_Body):
@@ -41,6 +42,7 @@ class UpdateWorkerBody(_Body):
     title: str | None = Field(None, min_length=1, max_length=200)
     visibility: Visibility | None = None
     model: str | None = Field(None, min_length=1, max_length=200)
+    email_allow_list: list[str] | None = Field(None, alias="emailAllowList")
 
     def changes(self) -> dict[str, Any]:
         changes = {name: getattr(self, name) for name in self.model_fields_set}

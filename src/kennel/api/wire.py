@@ -39,6 +39,7 @@ class Wire:
             "userId": worker.user_id,
             "visibility": worker.visibility.value,
             "model": worker.model,
+            "emailAllowList": list(worker.email_allow_list),
         }
 
     def task(self, task: Task) -> JSON:

@@ -31,6 +31,7 @@ async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep
         title=body.title,
         visibility=body.visibility,
         model=body.model,
+        email_allow_list=tuple(body.email_allow_list),
     )
     worker = await app.workers.create(caller, draft)
     return JSONResponse(app.wire.template(worker))

@@ -15,6 +15,7 @@ from kennel.files.workspace import Upload, Workspaces
 from kennel.models import (
     Budget,
     Event,
+    InboundEmail,
     JSONObject,
     Page,
     Principal,
@@ -44,6 +45,8 @@ class TaskRequest:
     uploads: Sequence[Upload] = ()
     live: bool = False
     """The caller will follow the turn as a stream."""
+    email: InboundEmail | None = None
+    """The mail that asked for the turn: its answer is mailed back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ class TaskService:
             create_worker=create_worker,
             files=tuple(files),
             live=request.live,
+            email=request.email,
         )
         task, turn, events_after = await self._store.tasks.submit(
             submission, self._clock.now(), accept_existing

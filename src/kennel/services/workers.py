@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from kennel.services.dognames import dog_name
 from kennel.storage import Store
 
 SUMMARY_MAX_LENGTH = 80
+ALLOW_LIST_MAX_LENGTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class WorkerDraft:
     title: str | None = None
     visibility: Visibility = Visibility.PUBLIC
     model: str | None = None
+    email_allow_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class WorkerService:
             model=draft.model,
             created_at=now,
             updated_at=now,
+            email_allow_list=email_allow_list(draft.email_allow_list),
         )
 
     async def create(self, principal: Principal, draft: WorkerDraft) -> Worker:
@@ -104,6 +108,8 @@ class WorkerService:
             check_output_schema(changes["output_schema"])
         if changes.get("model") is not None:
             await self._catalog.check(changes["model"])
+        if "email_allow_list" in changes:
+            changes = {**changes, "email_allow_list": email_allow_list(changes["email_allow_list"])}
         if not changes:
             return await self.visible(principal, worker_id)
         updated = await self._store.workers.update(
@@ -150,6 +156,21 @@ def check_output_schema(schema: JSONObject) -> None:
         ) from None
     if schema.get("type") != "object":
         raise InvalidInputError('outputSchema must describe an object ("type": "object")')
+
+
+def email_allow_list(entries: Sequence[str]) -> tuple[str, ...]:
+    """Senders outside the organization who may e-mail the worker: addresses, or `@domain` for
+    a whole domain; lower case, without repeats."""
+    if len(entries) > ALLOW_LIST_MAX_LENGTH:
+        raise InvalidInputError(f"emailAllowList holds at most {ALLOW_LIST_MAX_LENGTH} entries")
+    found: dict[str, None] = {}
+    for entry in entries:
+        address = entry.strip().lower()
+        local, at, domain = address.rpartition("@")
+        if not at or not domain or "." not in domain or len(address) > 320 or " " in address:
+            raise InvalidInputError(f"emailAllowList: {entry!r} is neither an address nor @domain")
+        found[address if local else f"@{domain}"] = None
+    return tuple(found)
 
 
 def summarize(prompt: str | None) -> str:

@@ -6,6 +6,7 @@ from kennel.storage.auth import AuthStore
 from kennel.storage.database import Database
 from kennel.storage.events import EventStore
 from kennel.storage.files import FileStore
+from kennel.storage.mail import MailStore
 from kennel.storage.migrate import migrate
 from kennel.storage.runs import ExpiredJob, RunStore
 from kennel.storage.schedules import ScheduleStore
@@ -27,6 +28,7 @@ class Store:
         self.files = FileStore(database)
         self.schedules = ScheduleStore(database)
         self.webhooks = WebhookStore(database)
+        self.mail = MailStore(database)
 
     @property
     def is_sqlite(self) -> bool:

@@ -17,6 +17,7 @@ from kennel.errors import LeaseLostError, NotFoundError
 from kennel.models import TaskStatus, TurnContext, TurnJob, TurnOutcome
 from kennel.storage.database import Database
 from kennel.storage.files import forget_files, record_task_files
+from kennel.storage.mail import queue_reply
 from kennel.storage.sources import record_task_sources
 from kennel.storage.tables import (
     EpochMillis,
@@ -358,8 +359,8 @@ def _record_outcome(
     *,
     title: str | None = None,
 ) -> bool:
-    """Record how a turn ended, on the turn and its task; bill it. True when the task ended
-    with it and a webhook delivery was queued (the caller wakes the deliverer)."""
+    """Record how a turn ended, on the turn and its task; bill it. True when a webhook delivery
+    (the task ended with it) or an e-mail reply was queued (the caller wakes the deliverers)."""
     usage = outcome.usage
     seq = (
         conn.execute(
@@ -416,7 +417,9 @@ def _record_outcome(
             )
             .values(credit_balance=organizations.c.credit_balance - usage.credits)
         )
-    return not later_pending and queue_delivery(conn, task_key, turn_id, outcome.status, now)
+    replied = queue_reply(conn, turn_id, [file.path for file in outcome.files], now)
+    delivered = not later_pending and queue_delivery(conn, task_key, turn_id, outcome.status, now)
+    return delivered or replied
 
 
 def _record_work(

@@ -83,6 +83,8 @@ workers = sa.Table(
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("updated_at", EpochMillis, nullable=False),
     sa.Column("deleted_at", EpochMillis, nullable=True),
+    # Addresses outside the organization that may start tasks by e-mail (lower case).
+    sa.Column("email_allow_list", JSON, nullable=True),
 )
 
 tasks = sa.Table(
@@ -287,4 +289,51 @@ webhook_deliveries = sa.Table(
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("finished_at", EpochMillis, nullable=True),
     sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+)
+
+# Every mail a task sent or received, so that a reply naming one of them (`In-Reply-To`,
+# `References`) finds its task. `turn_id` is the turn an inbound mail started, or the turn an
+# outbound reply answers.
+email_messages = sa.Table(
+    "email_messages",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("message_id", sa.String(998), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=False),
+    sa.Column("turn_id", sa.String(32), nullable=False),
+    sa.Column("address", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("references", sa.Text, nullable=False),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Index("ix_email_messages_message_id", "message_id"),
+    sa.Index("ix_email_messages_turn_id", "turn_id"),
+)
+
+email_outbox = sa.Table(
+    "email_outbox",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
+    # The reply's task and turn; NULL for a bounce, whose `body` is written when it is queued.
+    sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=True),
+    sa.Column("turn_id", sa.String(32), nullable=True),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("in_reply_to", sa.String(998), nullable=True),
+    sa.Column("references", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("files", JSON, nullable=False),
+    # pending -> sending (leased) -> sent | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", EpochMillis, nullable=False),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", EpochMillis, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+    sa.Column("finished_at", EpochMillis, nullable=True),
+    sa.Index("ix_email_outbox_status_next", "status", "next_attempt_at"),
 )

@@ -27,6 +27,7 @@ from kennel.models import (
 )
 from kennel.storage.database import Database
 from kennel.storage.files import record_task_files, task_files_of
+from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
 from kennel.storage.tables import jobs, organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
@@ -256,6 +257,8 @@ def submit_turn(
         )
     )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
+    if submission.email is not None:
+        record_inbound(conn, task.worker_id, task.key, turn.id, submission.email, now)
     db.publish(conn, JOBS_TOPIC, task_topic(task.key))
     return task, turn, int(event_seq)
 

@@ -100,4 +100,4 @@ SCHEDULES_TOPIC = "schedules"
 next one is due."""
 
 DELIVERIES_TOPIC = "deliveries"
-"""Published when a webhook delivery is queued: the deliverer wakes up."""
+"""Published when a webhook delivery or an e-mail is queued: the deliverers wake up."""

@@ -12,7 +12,9 @@ from kennel.storage.database import Database
 from kennel.storage.tables import schedules, workers
 from kennel.storage.wakeups import SCHEDULES_TOPIC
 
-_UPDATABLE = frozenset({"title", "instructions", "summary", "output_schema", "visibility", "model"})
+_UPDATABLE = frozenset(
+    {"title", "instructions", "summary", "output_schema", "visibility", "model", "email_allow_list"}
+)
 
 
 class WorkerStore:
@@ -100,10 +102,13 @@ def _live(organization_id: str, worker_id: str) -> sa.ColumnElement[bool]:
 
 
 def _encode(changes: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value.value if isinstance(value, Visibility) else value
-        for name, value in changes.items()
-    }
+    return {name: _column_value(value) for name, value in changes.items()}
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, Visibility):
+        return value.value
+    return list(value) if isinstance(value, tuple) else value
 
 
 def insert_worker(conn: sa.Connection, worker: Worker) -> None:
@@ -120,6 +125,7 @@ def insert_worker(conn: sa.Connection, worker: Worker) -> None:
             model=worker.model,
             created_at=worker.created_at,
             updated_at=worker.updated_at,
+            email_allow_list=list(worker.email_allow_list),
         )
     )
 
@@ -142,4 +148,5 @@ def worker_from_row(row: Any) -> Worker:
         model=row.model,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        email_allow_list=tuple(row.email_allow_list or ()),
     )

@@ -1,0 +1,213 @@
+"""Outgoing mail: each answer of a mailed turn (and each bounce) goes out through the relay at
+least once, threaded, with the files the turn wrote; failed attempts are retried with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+
+from kennel.clock import Clock
+from kennel.config import Settings, SmtpRelay
+from kennel.errors import InvalidInputError
+from kennel.files.workspace import Workspaces, download_url, media_type_for
+from kennel.models import TaskStatus, Turn, Worker
+from kennel.services.deliveries import BACKOFF_FACTOR, JITTER
+from kennel.storage import Store
+from kennel.storage.mail import REPLY, OutgoingMail
+
+logger = logging.getLogger(__name__)
+
+BATCH = 20
+"""Mails claimed at once; they are sent concurrently."""
+RETRY_MAX_SECONDS = 6 * 3600.0
+_ATOM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    error: str
+    permanent: bool
+
+
+class Mailer:
+    """Claims due mails and makes one sending attempt at each; `tick()` is its loop's step."""
+
+    def __init__(
+        self,
+        store: Store,
+        workspaces: Workspaces,
+        clock: Clock,
+        settings: Settings,
+        *,
+        owner: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._workspaces = workspaces
+        self._clock = clock
+        self._settings = settings
+        self._relay = settings.smtp_relay
+        self._domain = settings.email_domain.lower()
+        self._owner = owner
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
+        self._lease = timedelta(seconds=2 * settings.smtp_timeout_seconds + 30)
+
+    async def tick(self) -> float | None:
+        """Send what is due; returns the seconds until the next mail is (None: none)."""
+        if self._relay is None:
+            return None
+        while await self.send_due() == BATCH:
+            pass
+        due = await self._store.mail.next_due()
+        if due is None:
+            return None
+        return max(0.0, (due - self._clock.now()).total_seconds())
+
+    async def send_due(self) -> int:
+        """One attempt at each mail due now (up to a batch); returns how many were made."""
+        if self._relay is None:
+            return 0
+        claimed = await self._store.mail.claim(self._owner, self._clock.now(), self._lease, BATCH)
+        await asyncio.gather(*(self._attempt(self._relay, mail) for mail in claimed))
+        return len(claimed)
+
+    async def _attempt(self, relay: SmtpRelay, mail: OutgoingMail) -> None:
+        worker = await self._store.mail.worker(mail.worker_id)
+        if worker is None:
+            await self._settle(mail, _Failure("the worker was deleted", permanent=True))
+            return
+        message = await self._compose(worker, mail)
+        failure = await self._send(relay, mail, message)
+        if failure is None:
+            if not await self._store.mail.sent(mail, message["Message-ID"], self._clock.now()):
+                logger.warning("mail %s: claim lost, sending not recorded", mail.id)
+            return
+        await self._settle(mail, failure)
+
+    async def _compose(self, worker: Worker, mail: OutgoingMail) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = Address(worker.title, addr_spec=self._address(worker, mail))
+        message["To"] = mail.recipient
+        message["Subject"] = reply_subject(mail.subject)
+        message["Date"] = format_datetime(self._clock.now())
+        message["Message-ID"] = f"<{mail.id}@{self._domain}>"
+        if mail.in_reply_to:
+            message["In-Reply-To"] = mail.in_reply_to
+        if mail.references:
+            message["References"] = " ".join(mail.references)
+        # RFC 3834: marks the mail as an automatic answer, so well-behaved robots don't answer.
+        message["Auto-Submitted"] = "auto-replied"
+        if mail.kind != REPLY or mail.turn_id is None:
+            message.set_content(mail.body or "")
+            return message
+        turn = await self._store.tasks.get_turn(mail.turn_id)
+        files, notes = await self._files(worker, mail)
+        message.set_content(answer_text(turn) + "".join(f"\n\n{note}" for note in notes))
+        for path, content in files:
+            maintype, _, subtype = media_type_for(path).partition("/")
+            message.add_attachment(content, maintype=maintype, subtype=subtype, filename=path)
+        return message
+
+    async def _files(
+        self, worker: Worker, mail: OutgoingMail
+    ) -> tuple[list[tuple[str, bytes]], list[str]]:
+        """The turn's files to attach (as many as the size limit allows), and notes on others."""
+        room = self._settings.smtp_max_bytes * 3 // 4  # base64 makes attachments a third larger
+        files: list[tuple[str, bytes]] = []
+        notes: list[str] = []
+        for path in mail.files:
+            try:
+                location = self._workspaces.resolve(worker.organization_id, worker.id, path)
+                content = await asyncio.to_thread(location.read_bytes)
+            except (OSError, InvalidInputError):
+                notes.append(f"({path} no longer exists in the workspace.)")
+                continue
+            if len(content) > room:
+                url = download_url(self._settings.base_url, worker.id, path)
+                notes.append(f"({path} is too large to attach: {url})")
+                continue
+            room -= len(content)
+            files.append((path, content))
+        return files, notes
+
+    def _address(self, worker: Worker, mail: OutgoingMail) -> str:
+        """`<workerId>+<taskId>@domain`, so that a plain reply continues the task."""
+        task_id = mail.task_id
+        if task_id and set(task_id) <= _ATOM:
+            return f"{worker.id}+{task_id}@{self._domain}"
+        return f"{worker.id}@{self._domain}"
+
+    async def _send(
+        self, relay: SmtpRelay, mail: OutgoingMail, message: EmailMessage
+    ) -> _Failure | None:
+        # A bounce has an empty return path (RFC 5321 §4.5.5): nothing ever answers it.
+        envelope_from = "" if mail.kind != REPLY else str(message["From"].addresses[0].addr_spec)
+        client = aiosmtplib.SMTP(
+            hostname=relay.host,
+            port=relay.port,
+            use_tls=relay.security == "tls",
+            start_tls=relay.security == "starttls",
+            username=relay.username,
+            password=relay.password,
+            timeout=self._settings.smtp_timeout_seconds,
+            local_hostname=self._domain,
+        )
+        try:
+            async with asyncio.timeout(2 * self._settings.smtp_timeout_seconds), client:
+                await client.sendmail(envelope_from, [mail.recipient], message.as_bytes())
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            refused = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
+            return _Failure(f"the relay refused the recipient: {refused}", permanent=True)
+        except aiosmtplib.SMTPResponseException as error:
+            return _Failure(f"the relay answered {error.code} {error.message}", error.code >= 500)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+            return _Failure(f"could not reach the relay: {error or type(error).__name__}", False)
+        return None
+
+    async def _settle(self, mail: OutgoingMail, failure: _Failure) -> None:
+        now = self._clock.now()
+        retry_at = None
+        if not failure.permanent and mail.attempt < self._settings.smtp_max_attempts:
+            retry_at = now + timedelta(seconds=self._retry_delay(mail.attempt))
+        logger.info(
+            "mail %s to %s, attempt %d: %s%s",
+            mail.id,
+            mail.recipient,
+            mail.attempt,
+            failure.error,
+            f"; next attempt at {retry_at.isoformat()}" if retry_at else "; giving up",
+        )
+        if not await self._store.mail.failed(mail, failure.error, retry_at, now):
+            logger.warning("mail %s: claim lost, attempt not recorded", mail.id)
+
+    def _retry_delay(self, attempt: int) -> float:
+        base = self._settings.smtp_retry_seconds * BACKOFF_FACTOR ** (attempt - 1)
+        return min(base, RETRY_MAX_SECONDS) * self._rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def reply_subject(subject: str) -> str:
+    subject = " ".join(subject.split())
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}".rstrip()
+
+
+def answer_text(turn: Turn | None) -> str:
+    """The turn's answer as mail text: its output, or its structured output as JSON."""
+    if turn is None:
+        return "(The task this answers no longer exists.)"
+    if turn.status is TaskStatus.ERROR:
+        reason = turn.error.message if turn.error else "an unknown error"
+        return f"Sorry, I could not finish this task: {reason}"
+    if turn.status is TaskStatus.ABORTED:
+        return "This task was stopped before it finished."
+    if turn.structured_output is not None:
+        return json.dumps(turn.structured_output, indent=2, ensure_ascii=False)
+    return turn.output_text or "(No answer.)"

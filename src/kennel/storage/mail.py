@@ -1,0 +1,331 @@
+"""E-mail: who may write to a worker, which task a mail belongs to, and the outgoing mail queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from kennel import ids
+from kennel.models import InboundEmail, Worker
+from kennel.storage.database import Database
+from kennel.storage.tables import email_messages, email_outbox, tasks, users, workers
+from kennel.storage.wakeups import DELIVERIES_TOPIC
+from kennel.storage.workers import worker_from_row
+
+INBOUND = "in"
+OUTBOUND = "out"
+
+REPLY = "reply"
+BOUNCE = "bounce"
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadedTask:
+    """A task of a worker that a mail names, directly or through the thread it replies to."""
+
+    id: str
+    archived: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A queued mail, claimed for one sending attempt.
+
+    A reply's text is the answer of turn `turn_id`; a bounce carries its `body`.
+    """
+
+    id: str
+    kind: str
+    worker_id: str
+    task_key: int | None
+    task_id: str | None
+    turn_id: str | None
+    recipient: str
+    subject: str
+    """The subject of the mail this one answers."""
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    body: str | None
+    files: tuple[str, ...]
+    """Workspace paths to attach."""
+    attempt: int
+    """This attempt's number, from 1."""
+    lease_owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """A polite refusal of a mail, to its return path."""
+
+    worker_id: str
+    recipient: str
+    subject: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    body: str
+
+
+class MailStore:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def worker(self, worker_id: str) -> Worker | None:
+        """A live worker by id, whatever its organization (mail carries no API key)."""
+        query = sa.select(workers).where(workers.c.id == worker_id, workers.c.deleted_at.is_(None))
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else worker_from_row(row)
+
+    async def member(self, organization_id: str, address: str) -> str | None:
+        """The id of the organization's user with that e-mail address (lower case), if any."""
+        query = sa.select(users.c.id).where(
+            users.c.organization_id == organization_id, sa.func.lower(users.c.email) == address
+        )
+        found = await self._db.read(lambda conn: conn.execute(query).scalars().first())
+        return None if found is None else str(found)
+
+    async def task_of_worker(self, worker: Worker, task_id: str) -> ThreadedTask | None:
+        query = sa.select(tasks.c.id, tasks.c.archived_at).where(
+            tasks.c.organization_id == worker.organization_id,
+            tasks.c.id == task_id,
+            tasks.c.worker_id == worker.id,
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else ThreadedTask(row.id, row.archived_at is not None)
+
+    async def threaded_task(
+        self, worker_id: str, message_ids: Sequence[str]
+    ) -> ThreadedTask | None:
+        """The worker's task that sent or received one of `message_ids`; the latest named wins."""
+        if not message_ids:
+            return None
+        m = email_messages.c
+        query = (
+            sa.select(m.message_id, tasks.c.id, tasks.c.archived_at)
+            .join(tasks, tasks.c.key == m.task_key)
+            .where(m.worker_id == worker_id, m.message_id.in_(list(message_ids)))
+        )
+        rows = await self._db.read(lambda conn: conn.execute(query).all())
+        found = {row.message_id: ThreadedTask(row.id, row.archived_at is not None) for row in rows}
+        return next((found[i] for i in reversed(message_ids) if i in found), None)
+
+    async def has_received(self, worker_id: str, message_id: str) -> bool:
+        """Whether the worker already took this mail (a client re-sending after a lost answer)."""
+        m = email_messages.c
+        query = sa.select(m.id).where(
+            m.worker_id == worker_id, m.message_id == message_id, m.direction == INBOUND
+        )
+        return await self._db.read(lambda conn: conn.execute(query).first()) is not None
+
+    async def is_ours(self, message_id: str) -> bool:
+        """Whether Kennel sent a mail with this Message-ID (so receiving it is a loop)."""
+        m = email_messages.c
+        query = sa.select(m.id).where(m.message_id == message_id, m.direction == OUTBOUND)
+        return await self._db.read(lambda conn: conn.execute(query).first()) is not None
+
+    async def queue_bounce(self, bounce: Bounce, now: datetime) -> None:
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
+                email_outbox.insert().values(
+                    id=ids.new_id("eml"),
+                    kind=BOUNCE,
+                    worker_id=bounce.worker_id,
+                    recipient=bounce.recipient,
+                    subject=bounce.subject,
+                    in_reply_to=bounce.in_reply_to,
+                    references=" ".join(bounce.references),
+                    body=bounce.body,
+                    files=[],
+                    **_queued(now),
+                )
+            )
+            self._db.publish(conn, DELIVERIES_TOPIC)
+
+        await self._db.write(work)
+
+    async def claim(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[OutgoingMail]:
+        """Take up to `limit` due mails for one attempt each. A mail whose attempt was cut short
+        (its lease ran out) is due again; on PostgreSQL, concurrent claimers split the mails."""
+
+        def work(conn: sa.Connection) -> list[OutgoingMail]:
+            o = email_outbox.c
+            due = sa.or_(
+                sa.and_(o.status == PENDING, o.next_attempt_at <= now),
+                sa.and_(o.status == SENDING, o.lease_expires_at < now),
+            )
+            query = (
+                sa.select(email_outbox, tasks.c.id.label("task_id"))
+                .outerjoin(tasks, tasks.c.key == o.task_key)
+                .where(due)
+                .order_by(o.next_attempt_at, o.id)
+                .limit(limit)
+            )
+            if not self._db.is_sqlite:
+                query = query.with_for_update(of=email_outbox, skip_locked=True)
+            rows = conn.execute(query).all()
+            for row in rows:
+                conn.execute(
+                    email_outbox.update()
+                    .where(o.id == row.id)
+                    .values(
+                        status=SENDING,
+                        attempts=o.attempts + 1,
+                        lease_owner=owner,
+                        lease_expires_at=now + lease,
+                    )
+                )
+            return [_outgoing(row, owner) for row in rows]
+
+        return await self._db.write(work)
+
+    async def sent(self, mail: OutgoingMail, message_id: str, now: datetime) -> bool:
+        """Settle a sent mail and remember its Message-ID for the thread; False if the claim
+        was lost meanwhile."""
+
+        def work(conn: sa.Connection) -> bool:
+            if not _settle(conn, mail, status=SENT, finished_at=now, last_error=None):
+                return False
+            if mail.task_key is not None and mail.turn_id is not None:
+                conn.execute(
+                    email_messages.insert().values(
+                        message_id=message_id,
+                        direction=OUTBOUND,
+                        worker_id=mail.worker_id,
+                        task_key=mail.task_key,
+                        turn_id=mail.turn_id,
+                        address=mail.recipient,
+                        subject=mail.subject,
+                        references=" ".join(mail.references),
+                        created_at=now,
+                    )
+                )
+            return True
+
+        return await self._db.write(work)
+
+    async def failed(
+        self, mail: OutgoingMail, error: str, retry_at: datetime | None, now: datetime
+    ) -> bool:
+        """Record a failed attempt: due again at `retry_at`, or failed for good (None)."""
+        values: dict[str, Any] = {"last_error": error}
+        if retry_at is None:
+            values.update(status=FAILED, finished_at=now)
+        else:
+            values.update(status=PENDING, next_attempt_at=retry_at)
+        return await self._db.write(lambda conn: _settle(conn, mail, **values))
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest waiting mail is due (or its attempt's lease runs out)."""
+
+        def work(conn: sa.Connection) -> datetime | None:
+            o = email_outbox.c
+            moment: datetime | None = conn.execute(
+                sa.select(
+                    sa.func.min(
+                        sa.case((o.status == PENDING, o.next_attempt_at), else_=o.lease_expires_at)
+                    )
+                ).where(o.status.in_((PENDING, SENDING)))
+            ).scalar_one()
+            return moment
+
+        return await self._db.read(work)
+
+
+def record_inbound(
+    conn: sa.Connection,
+    worker_id: str,
+    task_key: int,
+    turn_id: str,
+    email: InboundEmail,
+    now: datetime,
+) -> None:
+    """Remember the mail that started a turn (in the transaction that stores the turn): its
+    thread leads back to the task, and the turn's end is answered to its author."""
+    conn.execute(
+        email_messages.insert().values(
+            message_id=email.message_id,
+            direction=INBOUND,
+            worker_id=worker_id,
+            task_key=task_key,
+            turn_id=turn_id,
+            address=email.sender,
+            subject=email.subject,
+            references=" ".join(email.references),
+            created_at=now,
+        )
+    )
+
+
+def queue_reply(conn: sa.Connection, turn_id: str, files: Sequence[str], now: datetime) -> bool:
+    """Queue the answer of a turn that a mail asked for, if one did (in the transaction that
+    records the turn's end, so the reply goes out even if the server dies next)."""
+    m = email_messages.c
+    asked = conn.execute(
+        sa.select(email_messages).where(m.turn_id == turn_id, m.direction == INBOUND).limit(1)
+    ).first()
+    if asked is None:
+        return False
+    conn.execute(
+        email_outbox.insert().values(
+            id=ids.new_id("eml"),
+            kind=REPLY,
+            worker_id=asked.worker_id,
+            task_key=asked.task_key,
+            turn_id=turn_id,
+            recipient=asked.address,
+            subject=asked.subject,
+            in_reply_to=asked.message_id,
+            references=" ".join([*asked.references.split(), asked.message_id]),
+            files=list(files),
+            **_queued(now),
+        )
+    )
+    return True
+
+
+def _queued(now: datetime) -> dict[str, Any]:
+    return {"status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+
+
+def _settle(conn: sa.Connection, mail: OutgoingMail, **values: Any) -> bool:
+    o = email_outbox.c
+    settled = conn.execute(
+        email_outbox.update()
+        .where(
+            o.id == mail.id,
+            o.status == SENDING,
+            o.lease_owner == mail.lease_owner,
+            o.attempts == mail.attempt,
+        )
+        .values(lease_owner=None, lease_expires_at=None, **values)
+    )
+    return bool(settled.rowcount)
+
+
+def _outgoing(row: Any, owner: str) -> OutgoingMail:
+    return OutgoingMail(
+        id=row.id,
+        kind=row.kind,
+        worker_id=row.worker_id,
+        task_key=row.task_key,
+        task_id=row.task_id,
+        turn_id=row.turn_id,
+        recipient=row.recipient,
+        subject=row.subject,
+        in_reply_to=row.in_reply_to,
+        references=tuple(row.references.split()),
+        body=row.body,
+        files=tuple(row.files),
+        attempt=row.attempts + 1,
+        lease_owner=owner,
+    )
