@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     keepalive_seconds: float = Field(default=15.0, gt=0, le=20)
+    cancel_grace_seconds: float = Field(default=5.0, gt=0)
     model_timeout_seconds: float = Field(default=300.0, gt=0)
 
     unlimited_max_requests: int = Field(default=200, ge=1)

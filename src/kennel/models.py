@@ -38,6 +38,10 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.COMPLETED, TaskStatus.ERROR, TaskStatus.ABORTED)
 
 
+CANCELLED = "cancelled"
+"""`incompleteReason` of a turn stopped by `POST /api/tasks/{taskId}/cancel`."""
+
+
 class TriggeredBy(StrEnum):
     API = "api"
     EMAIL = "email"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ModelRequestNode
 from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import (
     AgentStreamEvent,
@@ -46,14 +46,26 @@ class QuietRun:
         self._run: AgentRun[Toolbox, Any] | None = None
 
     async def events(self) -> AsyncIterator[AgentStreamEvent | AgentRunResultEvent[Any]]:
+        """The run's events, told as each step is done (not only at the end), so a run stopped
+        half-way has told what it had done: a model's answer once it has arrived, tool results
+        once the request carrying them to the model is about to be made."""
+        told: set[int] = set()
+
+        def untold(messages: Sequence[ModelMessage]) -> list[ModelMessage]:
+            fresh = [message for message in messages if id(message) not in told]
+            told.update(id(message) for message in fresh)
+            return fresh
+
         async with self._agent.iter(self._prompt, **self._options) as run:
             self._run = run
-            async for _node in run:
-                pass
+            async for node in run:
+                pending = [node.request] if isinstance(node, ModelRequestNode) else []
+                for event in replay(untold([*run.new_messages(), *pending])):
+                    yield event
         result = run.result
         if result is None:
             raise UserError("the run ended without a result")
-        for event in replay(result.new_messages()):
+        for event in replay(untold(result.new_messages())):
             yield event
         yield AgentRunResultEvent(result)
 

@@ -20,7 +20,7 @@ from pydantic_ai.ui.vercel_ai.response_types import (
 )
 
 from kennel.agent.failures import BUDGET_EXHAUSTED, classify
-from kennel.models import TurnError
+from kennel.models import CANCELLED, TurnError
 
 Chunk = dict[str, Any]
 
@@ -83,3 +83,7 @@ def without_proto(value: Any) -> Any:
     if isinstance(value, list):
         return [without_proto(item) for item in value]
     return value
+
+
+ABORT_CHUNK: Chunk = {"type": "abort", "reason": CANCELLED}
+"""How the stream of a cancelled turn ends (then `data-worker` and `[DONE]`)."""

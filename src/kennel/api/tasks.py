@@ -15,6 +15,7 @@ from kennel.api.sse import sse_response, task_events
 from kennel.api.uploads import read_multipart
 from kennel.models import TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
+from kennel.storage import TaskSnapshot
 
 router = APIRouter(prefix="/api/tasks")
 
@@ -83,7 +84,17 @@ async def list_tasks(
 
 @router.get("/{task_id}")
 async def retrieve_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
-    snapshot = await app.tasks.task_with_turns(caller, task_id)
+    return _task_with_turns(app, await app.tasks.task_with_turns(caller, task_id))
+
+
+@router.post("/{task_id}/cancel")
+async def cancel_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
+    """Extension: stop the task now; answers it as `GET /api/tasks/{taskId}` would, once every
+    turn has ended. No body is read."""
+    return _task_with_turns(app, await app.tasks.cancel(caller, task_id))
+
+
+def _task_with_turns(app: Services, snapshot: TaskSnapshot) -> JSONResponse:
     return JSONResponse(
         {
             "task": app.wire.task(snapshot.task),

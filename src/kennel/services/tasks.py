@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from kennel import ids
 from kennel.agent.models import ModelCatalog
+from kennel.agent.stream import ABORT_CHUNK
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import ConflictError, CreditsExhaustedError, InvalidInputError, NotFoundError
 from kennel.files.workspace import Upload, Workspaces
 from kennel.models import (
+    CANCELLED,
     Budget,
     Event,
     InboundEmail,
@@ -24,6 +27,7 @@ from kennel.models import (
     TaskStatus,
     TriggeredBy,
     Turn,
+    TurnOutcome,
     Worker,
 )
 from kennel.services.workers import WorkerDraft, WorkerService
@@ -163,6 +167,31 @@ class TaskService:
             if turn is None:
                 raise NotFoundError(f"turn {turn_id} not found")
             return turn.status.is_terminal or await ended.wait(seconds)
+
+    async def cancel(self, principal: Principal, task_id: str) -> TaskSnapshot:
+        """Stop the task (extension `POST /api/tasks/{taskId}/cancel`): turns not started yet
+        end `aborted` at once; the running one is stopped where it is (its model request and
+        any sandbox process with it), keeps the text it had written and ends `aborted`, with
+        `incompleteReason: "cancelled"`. Whoever may add turns to the task may cancel it.
+        Cancelling an aborted task again changes nothing; a finished one is a conflict."""
+        task = await self.visible_task(principal, task_id)
+        if task.status is TaskStatus.COMPLETED or task.status is TaskStatus.ERROR:
+            raise ConflictError(f"task {task_id} has already ended ({task.status.value})")
+        cancelled = await self._store.runs.cancel_task(task.key, self._clock.now())
+        for turn_id in cancelled.running:
+            if not await self.wait_for_turn(turn_id, self._settings.cancel_grace_seconds):
+                await self._abort_unresponsive(turn_id)
+        return await self._store.tasks.snapshot(task.key)
+
+    async def _abort_unresponsive(self, turn_id: str) -> None:
+        """End a cancelled turn whose run did not stop in time (say its process is gone)."""
+        turn = await self._store.tasks.get_turn(turn_id)
+        chunks: list[JSONObject] = [ABORT_CHUNK]
+        if turn is not None and turn.first_event_seq is None:
+            chunks.insert(0, {"type": "start", "messageId": turn_id})
+        outcome = TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
+        bodies = [json.dumps(chunk, separators=(",", ":")) for chunk in chunks]
+        await self._store.runs.force_abort(turn_id, outcome, bodies, self._clock.now())
 
     async def follow(
         self, task_key: int, after: int, *, turn_id: str | None, idle_timeout: float

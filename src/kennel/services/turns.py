@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
+from kennel.agent.stream import ABORT_CHUNK
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import KennelError, LeaseLostError
@@ -22,6 +25,7 @@ from kennel.files.folder import WorkspaceFolder
 from kennel.files.workspace import Workspaces, download_url
 from kennel.models import (
     BUDGET_CAPS,
+    CANCELLED,
     Budget,
     BudgetCaps,
     TaskStatus,
@@ -33,7 +37,7 @@ from kennel.models import (
 from kennel.services.billing import add_usage, credits_for
 from kennel.services.tasks import is_own_title
 from kennel.storage import ExpiredJob, Store
-from kennel.storage.wakeups import task_topic
+from kennel.storage.wakeups import cancel_topic, task_topic
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +170,39 @@ class TurnService:
                 live=live,
                 **self._workspace_of(context),
             )
-            result = await self._runtime.run_turn(request, sink.emit)
+            builder = UIMessageBuilder(request.message_id)
+
+            def emit(chunk: dict[str, Any]) -> None:
+                builder.add(chunk)
+                sink.emit(chunk)
+
+            result = await self._until_cancelled(job, self._runtime.run_turn(request, emit))
         except KennelError as error:
             return self._failed(sink, job, TurnError(error.code, error.message))
+        if result is None:
+            return _aborted(sink, builder)
         return _outcome(result)
+
+    async def _until_cancelled(
+        self, job: TurnJob, run: Coroutine[Any, Any, TurnResult]
+    ) -> TurnResult | None:
+        """The run's result, or None if the turn was cancelled first (`cancel_topic`): the run
+        is then stopped at once, its model request and any sandbox process with it."""
+        wakeups = self._store.database.wakeups
+        with wakeups.subscribe(cancel_topic(job.turn_id)) as cancelled:
+            running = asyncio.ensure_future(run)
+            stopping = asyncio.ensure_future(cancelled.wait(math.inf))
+            try:
+                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not running.done():
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+            if running.cancelled():
+                logger.info("turn %s: cancelled, its run stopped", job.turn_id)
+                return None
+            return running.result()
 
     def _workspace_of(self, context: TurnContext) -> dict[str, Any]:
         """The worker's workspace and its download links, as `TurnRequest` fields."""
@@ -245,6 +278,19 @@ class TurnService:
 
 def _needs_title(context: TurnContext) -> bool:
     return context.turn.seq == 0 and not is_own_title(context.turn.input)
+
+
+def _aborted(sink: EventSink, builder: UIMessageBuilder) -> TurnOutcome:
+    """What a cancelled run leaves: the text it had written so far, and an `abort` chunk."""
+    sink.emit(ABORT_CHUNK)
+    message = builder.message()
+    text = "".join(part["text"] for part in message["parts"] if part["type"] == "text")
+    return TurnOutcome(
+        status=TaskStatus.ABORTED,
+        output_text=text,
+        incomplete_reason=CANCELLED,
+        ui_message=message,
+    )
 
 
 def _outcome(result: TurnResult) -> TurnOutcome:

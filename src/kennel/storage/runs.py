@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from kennel.errors import LeaseLostError, NotFoundError
-from kennel.models import TaskStatus, TurnContext, TurnJob, TurnOutcome
+from kennel.models import CANCELLED, TaskStatus, TurnContext, TurnJob, TurnOutcome
 from kennel.storage.database import Database
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply
@@ -29,7 +29,13 @@ from kennel.storage.tables import (
     workers,
 )
 from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
-from kennel.storage.wakeups import DELIVERIES_TOPIC, JOBS_TOPIC, task_topic, turn_topic
+from kennel.storage.wakeups import (
+    DELIVERIES_TOPIC,
+    JOBS_TOPIC,
+    cancel_topic,
+    task_topic,
+    turn_topic,
+)
 from kennel.storage.webhooks import queue_delivery
 from kennel.storage.workers import worker_from_row
 
@@ -288,6 +294,86 @@ class RunStore:
 
         return await self._db.write(work)
 
+    async def cancel_task(self, task_key: int, now: datetime) -> CancelledTurns:
+        """Cancel every unfinished turn of the task: queued ones end `aborted` here and now;
+        the running one is told to stop (`cancel_topic`) and records its own end."""
+
+        def work(conn: sa.Connection) -> CancelledTurns:
+            rows = conn.execute(
+                sa.select(turns.c.id, turns.c.seq, jobs.c.id.label("job_id"), jobs.c.status)
+                .join(jobs, sa.and_(jobs.c.kind == TURN_JOB, jobs.c.ref == turns.c.id))
+                .where(turns.c.task_key == task_key, turns.c.status.in_(_UNFINISHED))
+                .order_by(turns.c.seq)
+            ).all()
+            running = [row.id for row in rows if row.status == "running"]
+            queued = [row for row in rows if row.status == "queued"]
+            for row in queued:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == row.job_id, jobs.c.status == "queued")
+                    .values(status="cancelled", finished_at=now)
+                )
+            if running:  # the running turn's end will end the task (and notify its webhook)
+                conn.execute(
+                    turns.update()
+                    .where(turns.c.id.in_([row.id for row in queued]))
+                    .values(
+                        status=TaskStatus.ABORTED.value,
+                        incomplete_reason=CANCELLED,
+                        completed_at=now,
+                    )
+                )
+            else:
+                outcome = TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
+                delivery = [_record_outcome(conn, row.id, task_key, outcome, now) for row in queued]
+                if any(delivery):
+                    self._db.publish(conn, DELIVERIES_TOPIC)
+            topics = [cancel_topic(turn_id) for turn_id in running]
+            topics += [turn_topic(row.id) for row in queued]
+            self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), *topics)
+            return CancelledTurns(running=running, aborted=[row.id for row in queued])
+
+        return await self._db.write(work)
+
+    async def force_abort(
+        self, turn_id: str, outcome: TurnOutcome, final_bodies: Sequence[str], now: datetime
+    ) -> bool:
+        """End a cancelled turn whose run did not stop (its process is gone or unreachable):
+        its job is taken away, so anything that run still writes is refused. False if the
+        turn had already ended."""
+
+        def work(conn: sa.Connection) -> bool:
+            row = conn.execute(
+                sa.select(jobs.c.id.label("job_id"), turns.c.task_key)
+                .join(turns, turns.c.id == jobs.c.ref)
+                .where(jobs.c.kind == TURN_JOB, jobs.c.ref == turn_id, jobs.c.status == "running")
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == row.job_id)
+                .values(status="cancelled", finished_at=now, **_NO_LEASE)
+            )
+            _append(conn, row.task_key, turn_id, final_bodies)
+            topics = [JOBS_TOPIC, task_topic(row.task_key), turn_topic(turn_id)]
+            if _record_outcome(conn, turn_id, row.task_key, outcome, now):
+                topics.append(DELIVERIES_TOPIC)
+            self._db.publish(conn, *topics)
+            return True
+
+        return await self._db.write(work)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledTurns:
+    running: list[str]
+    """Turns that were running: their runs were told to stop."""
+    aborted: list[str]
+    """Turns that had not started: they ended `aborted` at once."""
+
+
+_UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
 
 _NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
@@ -389,7 +475,11 @@ def _record_outcome(
         conn.execute(
             sa.select(sa.func.count())
             .select_from(turns)
-            .where(turns.c.task_key == task_key, turns.c.seq > seq)
+            .where(
+                turns.c.task_key == task_key,
+                turns.c.seq > seq,
+                turns.c.status.in_(_UNFINISHED),
+            )
         )
     ).scalar_one()
     task_values: dict[str, object] = {

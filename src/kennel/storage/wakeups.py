@@ -93,6 +93,11 @@ def turn_topic(turn_id: str) -> str:
     return f"turn:{turn_id}"
 
 
+def cancel_topic(turn_id: str) -> str:
+    """The turn was cancelled: whichever process runs it stops it."""
+    return f"cancel:{turn_id}"
+
+
 JOBS_TOPIC = "jobs"
 
 SCHEDULES_TOPIC = "schedules"
