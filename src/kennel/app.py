@@ -68,7 +68,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     engines = Engines.from_settings(settings)
     runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds, engines=engines)
     workspaces = Workspaces(settings.workspaces_dir, clock)
-    worker_service = WorkerService(store, workspaces, catalog, clock, settings)
+    worker_service = WorkerService(store, workspaces, catalog, clock, settings, runtime)
     schedule_service = ScheduleService(store, worker_service, clock, settings)
     services = Services(
         settings=settings,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft7Validator
+from pydantic import BaseModel, Field
 from pydantic_ai import Agent, ModelRetry, StructuredDict
 from pydantic_ai.agent import AgentRunEvents
 from pydantic_ai.exceptions import UserError
@@ -35,6 +36,26 @@ TITLE_INSTRUCTIONS = (
 )
 TITLE_MAX_LENGTH = 200
 STRUCTURED_AGENTS_KEPT = 128
+
+
+DESIGN_INSTRUCTIONS = (
+    "You set up AI workers. The user describes what a worker should do. Write:\n"
+    "- instructions: the worker's complete system prompt, in the second person, covering its "
+    "goal, how to work (it can search and fetch web pages, read and write files in its "
+    "workspace, and run Python) and how to present its answers;\n"
+    "- summary: one line of at most 80 characters saying what the worker does;\n"
+    "- output_schema: only when the description asks to extract or return data in named "
+    "fields, a JSON Schema (draft 7) object describing those fields; otherwise null."
+)
+DESIGN_REQUESTS = 3
+
+
+class WorkerDesign(BaseModel):
+    """What the model writes for a worker described in plain words (`POST /api/workers`)."""
+
+    instructions: str = Field(min_length=1, max_length=20_000)
+    summary: str = Field(max_length=200)
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +102,9 @@ class AgentRuntime:
         self._agent: Agent[Toolbox, str] = Agent(deps_type=Toolbox, toolsets=[self._toolset])
         self._structured: OrderedDict[str, Agent[Toolbox, JSONObject]] = OrderedDict()
         self._titles: Agent[None, str] = Agent(instructions=TITLE_INSTRUCTIONS)
+        self._designer: Agent[None, WorkerDesign] = Agent(
+            instructions=DESIGN_INSTRUCTIONS, output_type=WorkerDesign, retries={"output": 2}
+        )
 
     async def run_turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnResult:
         """Run the agent loop for one turn, handing every chunk to `emit` as it happens.
@@ -179,6 +203,25 @@ class AgentRuntime:
         if len(self._structured) > STRUCTURED_AGENTS_KEPT:
             self._structured.popitem(last=False)
         return agent
+
+    async def design_worker(
+        self, model_name: str, prompt: str
+    ) -> tuple[WorkerDesign | None, Usage]:
+        """Instructions, a summary and maybe an output schema written by the model from a
+        worker's description; None (with what it spent) if the model did not manage."""
+        usage = RunUsage()
+        try:
+            result = await self._designer.run(
+                prompt,
+                model=await self._catalog.get(model_name),
+                model_settings=self._settings,
+                usage_limits=UsageLimits(request_limit=DESIGN_REQUESTS),
+                usage=usage,
+            )
+        except Exception:
+            logger.warning("writing a worker's instructions failed", exc_info=True)
+            return None, _usage(usage)
+        return result.output, _usage(result.usage)
 
     async def title_for(self, model_name: str, text: str) -> tuple[str | None, Usage]:
         """A short task title written by the model; None (and no usage) if it fails."""

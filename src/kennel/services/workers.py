@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,17 @@ from jsonschema.exceptions import SchemaError
 
 from kennel import ids
 from kennel.agent.models import ModelCatalog
+from kennel.agent.runtime import AgentRuntime
 from kennel.clock import Clock
 from kennel.config import Settings
-from kennel.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from kennel.errors import InvalidInputError, KennelError, NotFoundError, PermissionDeniedError
 from kennel.files.workspace import Workspaces, safe_relative_path
 from kennel.models import JSONObject, Page, Principal, Visibility, Worker, WorkspaceFile
+from kennel.services.billing import credits_for
 from kennel.services.dognames import dog_name
 from kennel.storage import Store
+
+logger = logging.getLogger(__name__)
 
 SUMMARY_MAX_LENGTH = 80
 ALLOW_LIST_MAX_LENGTH = 100
@@ -52,10 +57,12 @@ class WorkerService:
         catalog: ModelCatalog,
         clock: Clock,
         settings: Settings,
+        runtime: AgentRuntime,
     ) -> None:
         self._store = store
         self._workspaces = workspaces
         self._catalog = catalog
+        self._runtime = runtime
         self._clock = clock
         self._settings = settings
 
@@ -71,7 +78,11 @@ class WorkerService:
             user_id=principal.user_id,
             title=draft.title or dog_name(),
             instructions=instructions or "",
-            summary=draft.summary if draft.summary is not None else summarize(draft.prompt),
+            summary=(
+                draft.summary
+                if draft.summary is not None
+                else summarize(draft.prompt or instructions)
+            ),
             output_schema=draft.output_schema,
             visibility=draft.visibility,
             model=draft.model,
@@ -81,11 +92,42 @@ class WorkerService:
         )
 
     async def create(self, principal: Principal, draft: WorkerDraft) -> Worker:
+        """Store a new worker. Described by a `prompt` alone, it gets instructions (and a
+        summary, and an output schema when the prompt asks for fields) written by its model;
+        without a usable model the prompt itself is its instructions."""
         if draft.model is not None:
             await self._catalog.check(draft.model)
+        if draft.prompt and draft.instructions is None:
+            draft = await self._designed(principal, draft, draft.prompt)
         worker = self.new_worker(principal, draft)
         await self._store.workers.create(worker)
         return worker
+
+    async def _designed(self, principal: Principal, draft: WorkerDraft, prompt: str) -> WorkerDraft:
+        try:
+            model_name = self._catalog.name_for(draft.model)
+        except KennelError:
+            return draft
+        design, usage = await self._runtime.design_worker(model_name, prompt)
+        credits = credits_for(usage, model_name, self._settings.model_prices)
+        if credits:
+            await self._store.auth.charge(principal.organization_id, credits)
+        if design is None:
+            return draft
+        schema = draft.output_schema
+        if schema is None and design.output_schema:
+            try:
+                check_output_schema(design.output_schema)
+                schema = design.output_schema
+            except InvalidInputError:
+                logger.warning("the model wrote an invalid output schema; the worker has none")
+        summary = draft.summary if draft.summary is not None else design.summary
+        return replace(
+            draft,
+            instructions=design.instructions,
+            summary=_shortened(summary),
+            output_schema=schema,
+        )
 
     async def visible(self, principal: Principal, worker_id: str) -> Worker:
         """The worker if the caller may see it; others' and deleted workers are not found."""
@@ -173,12 +215,16 @@ def email_allow_list(entries: Sequence[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def summarize(prompt: str | None) -> str:
+def summarize(text: str | None) -> str:
     """A one-line summary from a description: its first sentence, cut to 80 characters."""
-    if not prompt:
+    if not text:
         return ""
-    line = " ".join(prompt.split())
-    sentence = line.split(". ", 1)[0].rstrip(".")
-    if len(sentence) <= SUMMARY_MAX_LENGTH:
-        return sentence
-    return sentence[: SUMMARY_MAX_LENGTH - 1].rstrip() + "…"
+    line = " ".join(text.split())
+    return _shortened(line.split(". ", 1)[0].rstrip("."))
+
+
+def _shortened(line: str) -> str:
+    line = " ".join(line.split())
+    if len(line) <= SUMMARY_MAX_LENGTH:
+        return line
+    return line[: SUMMARY_MAX_LENGTH - 1].rstrip() + "…"
