@@ -474,3 +474,25 @@ async def test_without_a_sandbox_run_python_is_not_offered_and_the_reason_is_log
         "edit_file",
         "delete_file",
     }
+
+
+async def test_search_results_the_answer_cites_are_sources_too(
+    equipped: AgentRuntime, llm: FakeLLM, live: bool
+) -> None:
+    llm.script(
+        "find kennels",
+        tool_calls(ToolCall("web_search", {"query": "kennels", "max_results": 2})),
+        Text("See https://searx.example/kennel for the details."),
+    )
+    result = await equipped.run_turn(_request("find kennels", None, live=live), lambda _: None)
+    assert result.error is None
+    [source] = result.sources
+    assert source.url == "https://searx.example/kennel" and source.title
+
+    llm.script(
+        "find more kennels",
+        tool_calls(ToolCall("web_search", {"query": "kennels", "max_results": 2})),
+        Text("I found nothing worth citing."),
+    )
+    quiet = await equipped.run_turn(_request("find more kennels", None, live=live), lambda _: None)
+    assert quiet.sources == ()  # found but not cited: not a source

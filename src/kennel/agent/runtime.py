@@ -147,6 +147,7 @@ class AgentRuntime:
             await translate(quiet.events())
             result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()
         ui_message = builder.message()
+        toolbox.cite_found(_text_of(ui_message))
         done = _done_by(toolbox)
         if result is None or stream.failure is not None:
             failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")

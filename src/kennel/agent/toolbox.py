@@ -8,7 +8,7 @@ worker fetched and the files it changed once the turn is over.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -80,6 +80,8 @@ class Toolbox:
     """Names of the tools this turn may offer the model (outside the wrap-up)."""
     sources: dict[str, Source] = field(default_factory=dict)
     """Pages fetched successfully, by URL, in fetch order."""
+    found: dict[str, str] = field(default_factory=dict)
+    """Search results (URL -> title): they become sources when the answer cites them."""
     changed: dict[str, WorkspaceFile] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
     tool_calls_started: int = 0
@@ -93,6 +95,17 @@ class Toolbox:
         source = Source(source_id(url), url, title or None)
         self.sources[url] = source
         return [SourceUrlChunk(source_id=source.id, url=url, title=source.title)]
+
+    def add_search_results(self, results: Iterable[tuple[str, str]]) -> None:
+        """Remember what a search found, as (url, title) pairs."""
+        for url, title in results:
+            self.found.setdefault(url, title)
+
+    def cite_found(self, answer: str) -> None:
+        """Add the search results the answer cites (names by URL) to the turn's sources."""
+        for url, title in self.found.items():
+            if url not in self.sources and url in answer:
+                self.sources[url] = Source(source_id(url), url, title or None)
 
     def add_file(self, file: WorkspaceFile) -> list[FileChunk]:
         """Record a file the turn created or changed; the chunk to stream the first time."""

@@ -1,4 +1,5 @@
-"""Web tools: `web_search` finds pages, `web_fetch` reads one; every page read is a source."""
+"""Web tools: `web_search` finds pages, `web_fetch` reads one; every page read is a source, and
+so is every search result the answer cites."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def web_search(
     if search is None:
         raise ToolFailed("web search is not available")
     results = await search.search(query, max_results)
+    ctx.deps.add_search_results((result.url, result.title) for result in results)
     return {
         "results": [
             {"title": result.title, "url": result.url, "snippet": result.snippet}
