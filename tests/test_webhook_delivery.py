@@ -278,3 +278,24 @@ def test_retries_back_off_exponentially_with_jitter_and_a_cap() -> None:
 
     capped = Settings(webhook_retry_seconds=15, webhook_retry_max_seconds=100)
     assert retry_delay(7, capped, rng) <= 120
+
+
+async def test_the_readme_verification_snippet_accepts_a_real_delivery(
+    hooked: Api, receiver: Receiver
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = readme.split("```python\nimport base64, hashlib, hmac, time\n", 1)[1]
+    namespace: dict[str, Any] = {}
+    exec("import base64, hashlib, hmac, time\n" + snippet.split("```", 1)[0], namespace)
+    verify = namespace["verify"]
+
+    worker_id = await new_worker(hooked.client)
+    url = receiver.endpoint()
+    token = await _hook(hooked, worker_id, url)
+    await _run(hooked, worker_id, "verify me")
+    [delivery] = await _arrived(receiver, url, 1)
+    forever = 10**10  # the fake clock signs in May 2026
+    assert verify(token, delivery.headers, delivery.body, tolerance=forever)
+    assert not verify(token, delivery.headers, delivery.body + b" ", tolerance=forever)
+    assert not verify("whk_other", delivery.headers, delivery.body, tolerance=forever)
+    assert not verify(token, delivery.headers, delivery.body)  # too old for the default
