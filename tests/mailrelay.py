@@ -53,6 +53,11 @@ class Relay:
         with self.lock:
             return list(self.received)
 
+    def forget(self) -> None:
+        """Drop what earlier tests received (the relay outlives them)."""
+        with self.lock:
+            self.received.clear()
+
 
 def free_port() -> int:
     with socket.socket() as probe:

@@ -46,9 +46,12 @@ def _settings(tmp_path: Path, llm: FakeLLM, relay_url: str, **overrides: Any) ->
 
 @pytest.fixture
 async def mailed(
-    tmp_path: Path, llm: FakeLLM, relay: Relay, clock: FakeClock
+    tmp_path: Path, llm: FakeLLM, relay: Relay, clock: FakeClock, database_url: str
 ) -> AsyncIterator[Api]:
-    async with kennel_api(_settings(tmp_path, llm, relay.url), clock) as api:
+    """The app with its SMTP listener, on SQLite and on PostgreSQL."""
+    relay.forget()
+    settings = _settings(tmp_path, llm, relay.url, database_url=database_url)
+    async with kennel_api(settings, clock) as api:
         yield api
 
 
