@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import FakeClock
-from fakellm import FakeLLM
+from fakellm import FakeLLM, Sleep, Text
 from kennel import netpolicy
 from kennel.config import Settings
 from kennel.services.deliveries import retry_delay, signature_headers
@@ -299,3 +299,25 @@ async def test_the_readme_verification_snippet_accepts_a_real_delivery(
     assert not verify(token, delivery.headers, delivery.body + b" ", tolerance=forever)
     assert not verify("whk_other", delivery.headers, delivery.body, tolerance=forever)
     assert not verify(token, delivery.headers, delivery.body)  # too old for the default
+
+
+async def test_a_cancelled_task_is_delivered_as_task_aborted(
+    hooked: Api, receiver: Receiver, llm: FakeLLM
+) -> None:
+    llm.script("hang on", Sleep(60, Text("never said")))
+    worker_id = await new_worker(hooked.client)
+    url = receiver.endpoint()
+    await _hook(hooked, worker_id, url)
+    body = {"input": "hang on", "workerId": worker_id, "taskId": "t-hook-cancel"}
+    blocked = asyncio.create_task(hooked.client.post("/api/tasks", json=body))
+    async with asyncio.timeout(10):
+        while not llm.requests:
+            await asyncio.sleep(0.02)
+    assert (await hooked.client.post("/api/tasks/t-hook-cancel/cancel")).status_code == 200
+    await blocked
+
+    [delivery] = await _arrived(receiver, url, 1)
+    event = json.loads(delivery.body)
+    assert event["type"] == "task.aborted"
+    assert event["data"]["task"]["status"] == "aborted"
+    assert event["data"]["worker"]["metadata"]["incompleteReason"] == "cancelled"
