@@ -163,3 +163,25 @@ def _now(api: Api) -> datetime:
 
 def _lease() -> timedelta:
     return timedelta(seconds=30)
+
+
+async def test_a_cancelled_turn_keeps_its_files_and_pays_for_what_it_did(
+    api: Api, llm: FakeLLM
+) -> None:
+    llm.script(
+        "draft it",
+        tool_calls(ToolCall("write_file", {"path": "draft.md", "content": "# Draft\n"})),
+        Sleep(60, Text("never said")),
+    )
+    worker_id = await new_worker(api.client)
+    body = {"input": "draft it", "workerId": worker_id, "taskId": "t-draft"}
+    blocked = asyncio.create_task(api.client.post("/api/tasks", json=body))
+    await _until(lambda: len(llm.requests) == 2)
+    cancelled = await _cancel(api, "t-draft")
+    answer = (await blocked).json()
+
+    assert [f["filename"] for f in answer["files"]] == ["draft.md"]
+    download = await api.client.get(answer["files"][0]["url"])
+    assert download.content == b"# Draft\n"
+    assert answer["usage"]["credits"] >= 2  # one model request's tokens and one tool call
+    assert cancelled["task"]["totals"]["credits"] == answer["usage"]["credits"]

@@ -7,6 +7,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from jsonschema import Draft7Validator
@@ -107,15 +108,11 @@ class AgentRuntime:
         )
 
     async def run_turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnResult:
-        """Run the agent loop for one turn, handing every chunk to `emit` as it happens.
+        """Run the agent loop for one turn, handing every chunk to `emit` as it happens."""
+        return await (await self.turn(request, emit)).run()
 
-        A live turn streams its model requests token by token; a quiet one (nobody watching)
-        makes plain requests and reports the same chunks once each request is done.
-        """
-        builder = UIMessageBuilder(request.message_id)
-        stream = TurnEventStream(
-            run_input=None, sdk_version=6, server_message_id=request.message_id
-        )
+    async def turn(self, request: TurnRequest, emit: Callable[[Chunk], None]) -> TurnRun:
+        """One turn, ready to `run()`; `so_far()` tells what it did if it is stopped."""
         schema = request.output_schema
         agent: Agent[Toolbox, Any] = (
             self._agent if schema is None else self._structured_agent(schema)
@@ -129,40 +126,7 @@ class AgentRuntime:
             "usage_limits": _limits(request.caps),
             "deps": toolbox,
         }
-
-        async def translate(events: AsyncIterator[Any]) -> None:
-            async for library_chunk in stream.transform_stream(events):
-                chunk = to_chunk(library_chunk)
-                if chunk is not None:
-                    builder.add(chunk)
-                    emit(chunk)
-
-        if request.live:
-            async with agent.run_stream_events(request.input, **options) as events:
-                await translate(events)
-                result, usage = events.result, _run_usage(events)
-                new_messages = events.new_messages() if result is not None else []
-        else:
-            quiet = QuietRun(agent, request.input, options)
-            await translate(quiet.events())
-            result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()
-        ui_message = builder.message()
-        toolbox.cite_found(_text_of(ui_message))
-        done = _done_by(toolbox)
-        if result is None or stream.failure is not None:
-            failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")
-            text = _text_of(ui_message)
-            if failure.code == BUDGET_EXHAUSTED:
-                return TurnResult(
-                    text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED, **done
-                )
-            return TurnResult(text, None, usage, None, ui_message, failure, **done)
-        output = result.output
-        structured = dict(output) if schema is not None else None
-        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-        messages = ModelMessagesTypeAdapter.dump_json(new_messages)
-        incomplete = BUDGET_EXHAUSTED if toolbox.wrapping_up else None
-        return TurnResult(text, structured, usage, messages, ui_message, None, incomplete, **done)
+        return TurnRun(request, agent, options, toolbox, emit)
 
     def _toolbox(self, request: TurnRequest) -> Toolbox:
         engines, folder = self._engines, request.folder
@@ -238,6 +202,79 @@ class AgentRuntime:
             return None, Usage()
         title = result.output.strip().removeprefix("Title:").strip().strip("\"'").strip()
         return (title[:TITLE_MAX_LENGTH] or None), _usage(result.usage)
+
+
+class TurnRun:
+    """One run of a turn's agent loop.
+
+    A live turn streams its model requests token by token; a quiet one (nobody watching) makes
+    plain requests and reports the same chunks once each request is done.
+    """
+
+    def __init__(
+        self,
+        request: TurnRequest,
+        agent: Agent[Toolbox, Any],
+        options: dict[str, Any],
+        toolbox: Toolbox,
+        emit: Callable[[Chunk], None],
+    ) -> None:
+        self._request = request
+        self._agent = agent
+        self._options = options
+        self._toolbox = toolbox
+        self._emit = emit
+        self._builder = UIMessageBuilder(request.message_id)
+        self._stream = TurnEventStream(
+            run_input=None, sdk_version=6, server_message_id=request.message_id
+        )
+        self._usage: Callable[[], Usage] = Usage
+
+    async def run(self) -> TurnResult:
+        request, agent, options, toolbox = self._request, self._agent, self._options, self._toolbox
+        if request.live:
+            async with agent.run_stream_events(request.input, **options) as events:
+                self._usage = partial(_run_usage, events)
+                await self._translate(events)
+                result, usage = events.result, _run_usage(events)
+                new_messages = events.new_messages() if result is not None else []
+        else:
+            quiet = QuietRun(agent, request.input, options)
+            self._usage = lambda: _usage(quiet.usage)
+            await self._translate(quiet.events())
+            result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()
+        ui_message = self._builder.message()
+        toolbox.cite_found(_text_of(ui_message))
+        done = _done_by(toolbox)
+        stream = self._stream
+        if result is None or stream.failure is not None:
+            failure = stream.failure or TurnError("internal_error", "the run ended unexpectedly")
+            text = _text_of(ui_message)
+            if failure.code == BUDGET_EXHAUSTED:
+                return TurnResult(
+                    text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED, **done
+                )
+            return TurnResult(text, None, usage, None, ui_message, failure, **done)
+        output = result.output
+        structured = dict(output) if request.output_schema is not None else None
+        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+        messages = ModelMessagesTypeAdapter.dump_json(new_messages)
+        incomplete = BUDGET_EXHAUSTED if toolbox.wrapping_up else None
+        return TurnResult(text, structured, usage, messages, ui_message, None, incomplete, **done)
+
+    def so_far(self) -> TurnResult:
+        """What a run stopped half-way had done: its text and message so far, what it spent,
+        the pages it fetched and the files it wrote."""
+        ui_message = self._builder.message()
+        text = _text_of(ui_message)
+        return TurnResult(text, None, self._usage(), None, ui_message, **_done_by(self._toolbox))
+
+    async def _translate(self, events: AsyncIterator[Any]) -> None:
+        async for library_chunk in self._stream.transform_stream(events):
+            chunk = to_chunk(library_chunk)
+            if chunk is not None:
+                self._builder.add(chunk)
+                self._emit(chunk)
 
 
 def _schema_validator(validator: Draft7Validator) -> Callable[[JSONObject], JSONObject]:

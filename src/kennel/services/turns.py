@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.agent.stream import ABORT_CHUNK
@@ -170,17 +169,18 @@ class TurnService:
                 live=live,
                 **self._workspace_of(context),
             )
-            builder = UIMessageBuilder(request.message_id)
-
-            def emit(chunk: dict[str, Any]) -> None:
-                builder.add(chunk)
-                sink.emit(chunk)
-
-            result = await self._until_cancelled(job, self._runtime.run_turn(request, emit))
+            turn = await self._runtime.turn(request, sink.emit)
+            result = await self._until_cancelled(job, turn.run())
         except KennelError as error:
             return self._failed(sink, job, TurnError(error.code, error.message))
         if result is None:
-            return _aborted(sink, builder)
+            sink.emit(ABORT_CHUNK)
+            return replace(
+                _outcome(turn.so_far()),
+                status=TaskStatus.ABORTED,
+                incomplete_reason=CANCELLED,
+                model_messages=None,
+            )
         return _outcome(result)
 
     async def _until_cancelled(
@@ -278,19 +278,6 @@ class TurnService:
 
 def _needs_title(context: TurnContext) -> bool:
     return context.turn.seq == 0 and not is_own_title(context.turn.input)
-
-
-def _aborted(sink: EventSink, builder: UIMessageBuilder) -> TurnOutcome:
-    """What a cancelled run leaves: the text it had written so far, and an `abort` chunk."""
-    sink.emit(ABORT_CHUNK)
-    message = builder.message()
-    text = "".join(part["text"] for part in message["parts"] if part["type"] == "text")
-    return TurnOutcome(
-        status=TaskStatus.ABORTED,
-        output_text=text,
-        incomplete_reason=CANCELLED,
-        ui_message=message,
-    )
 
 
 def _outcome(result: TurnResult) -> TurnOutcome:
