@@ -185,3 +185,29 @@ async def test_a_cancelled_turn_keeps_its_files_and_pays_for_what_it_did(
     assert download.content == b"# Draft\n"
     assert answer["usage"]["credits"] >= 2  # one model request's tokens and one tool call
     assert cancelled["task"]["totals"]["credits"] == answer["usage"]["credits"]
+
+
+@pytest.mark.node
+async def test_a_turn_cancelled_before_its_run_listens_never_starts(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    async with kennel_api(settings_for(tmp_path, llm), with_runner=False) as api:
+        worker_id = await new_worker(api.client)
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        request = TaskRequest(input="too late", worker_id=worker_id, task_id="t-early")
+        submitted = await api.kennel.services.tasks.submit(principal, request)
+        [job] = await api.kennel.store.runs.claim_turns("me", 1, _now(api), _lease())
+        # The cancel lands between the claim and the run: no run hears it.
+        cancelled = await api.kennel.store.runs.cancel_task(submitted.task.key, _now(api))
+        assert cancelled.running == [job.turn_id]
+
+        await api.kennel.turns.run(job)
+        assert llm.requests == []
+        found = (await api.client.get("/api/tasks/t-early")).json()
+        assert found["task"]["status"] == "aborted"
+        assert found["turns"][0]["status"] == "aborted"
+        state = (await api.client.get(f"/api/workers/{worker_id}")).json()
+        assert state["metadata"]["incompleteReason"] == "cancelled"
+        stream = await api.client.get(f"/api/workers/{worker_id}", params={"stream": "true"})
+        check = validate_ui_stream(stream.text)
+        assert check.ok, check.error

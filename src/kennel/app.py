@@ -50,6 +50,7 @@ class Kennel:
     store: Store
     catalog: ModelCatalog
     services: Services
+    turns: TurnService
     runner: Runner
     scheduler: DueLoop
     deliverer: WebhookDeliverer
@@ -105,6 +106,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         store,
         catalog,
         services,
+        turns,
         runner,
         scheduler,
         deliverer,

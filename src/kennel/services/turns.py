@@ -8,7 +8,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -36,7 +37,7 @@ from kennel.models import (
 from kennel.services.billing import add_usage, credits_for
 from kennel.services.tasks import is_own_title
 from kennel.storage import ExpiredJob, Store
-from kennel.storage.wakeups import cancel_topic, task_topic
+from kennel.storage.wakeups import Subscription, cancel_topic, task_topic
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +133,19 @@ class TurnService:
         is_watched = self._watcher_of(job.task_key)
         sink = EventSink(self._append_for(job), is_watched)
         title: str | None = None
-        try:
+        # Listen for a cancel before reading the turn: one sent earlier is seen on the turn.
+        wakeups = self._store.database.wakeups
+        with wakeups.subscribe(cancel_topic(job.turn_id)) as cancelled, _lease_kept(job):
             context = await self._store.runs.load_context(job)
             model_name = self._catalog_name(context)
             async with asyncio.TaskGroup() as group:
                 flusher = group.create_task(sink.run())
                 titling = None
-                if model_name is not None and _needs_title(context):
+                if model_name is not None and _needs_title(context) and not _cancelled(context):
                     title_request = self._runtime.title_for(model_name, context.turn.input)
                     titling = group.create_task(title_request)
                 live = context.turn.live or is_watched()
-                outcome = await self._run_agent(context, job, sink, live=live)
+                outcome = await self._run_agent(context, job, sink, cancelled, live=live)
                 final = sink.close()
                 await flusher
                 if titling is not None:
@@ -150,12 +153,21 @@ class TurnService:
                     outcome = replace(outcome, usage=add_usage(outcome.usage, title_usage))
             outcome = _billed(outcome, model_name, self._settings, started)
             await self._store.runs.finish_turn(job, outcome, final, self._clock.now(), title=title)
-        except* LeaseLostError:
-            logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
 
     async def _run_agent(
-        self, context: TurnContext, job: TurnJob, sink: EventSink, *, live: bool
+        self,
+        context: TurnContext,
+        job: TurnJob,
+        sink: EventSink,
+        cancelled: Subscription,
+        *,
+        live: bool,
     ) -> TurnOutcome:
+        if _cancelled(context):  # before it started: nothing to stop
+            logger.info("turn %s: cancelled before it started", job.turn_id)
+            sink.emit({"type": "start", "messageId": message_id(job.turn_id, job.attempts)})
+            sink.emit(ABORT_CHUNK)
+            return TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
         try:
             model_name = self._catalog.name_for(context.worker.model)
             request = TurnRequest(
@@ -170,7 +182,7 @@ class TurnService:
                 **self._workspace_of(context),
             )
             turn = await self._runtime.turn(request, sink.emit)
-            result = await self._until_cancelled(job, turn.run())
+            result = await self._until_cancelled(job, turn.run(), cancelled)
         except KennelError as error:
             return self._failed(sink, job, TurnError(error.code, error.message))
         if result is None:
@@ -184,25 +196,23 @@ class TurnService:
         return _outcome(result)
 
     async def _until_cancelled(
-        self, job: TurnJob, run: Coroutine[Any, Any, TurnResult]
+        self, job: TurnJob, run: Coroutine[Any, Any, TurnResult], cancelled: Subscription
     ) -> TurnResult | None:
         """The run's result, or None if the turn was cancelled first (`cancel_topic`): the run
         is then stopped at once, its model request and any sandbox process with it."""
-        wakeups = self._store.database.wakeups
-        with wakeups.subscribe(cancel_topic(job.turn_id)) as cancelled:
-            running = asyncio.ensure_future(run)
-            stopping = asyncio.ensure_future(cancelled.wait(math.inf))
-            try:
-                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-                if not running.done():
-                    running.cancel()
-                    await asyncio.gather(running, return_exceptions=True)
-            if running.cancelled():
-                logger.info("turn %s: cancelled, its run stopped", job.turn_id)
-                return None
-            return running.result()
+        running = asyncio.ensure_future(run)
+        stopping = asyncio.ensure_future(cancelled.wait(math.inf))
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not running.done():
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        if running.cancelled():
+            logger.info("turn %s: cancelled, its run stopped", job.turn_id)
+            return None
+        return running.result()
 
     def _workspace_of(self, context: TurnContext) -> dict[str, Any]:
         """The worker's workspace and its download links, as `TurnRequest` fields."""
@@ -274,6 +284,20 @@ class TurnService:
         outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
         bodies = [encode(chunk) for chunk in chunks]
         return await self._store.runs.fail_turn(expired, outcome, bodies, now)
+
+
+def _cancelled(context: TurnContext) -> bool:
+    """Whether the turn was cancelled while it waited to start (see `RunStore.cancel_task`)."""
+    return context.turn.incomplete_reason == CANCELLED
+
+
+@contextmanager
+def _lease_kept(job: TurnJob) -> Iterator[None]:
+    """A run whose job was taken from it (lease expired, or cancelled without it) stops."""
+    try:
+        yield
+    except* LeaseLostError:
+        logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
 
 
 def _needs_title(context: TurnContext) -> bool:

@@ -296,7 +296,9 @@ class RunStore:
 
     async def cancel_task(self, task_key: int, now: datetime) -> CancelledTurns:
         """Cancel every unfinished turn of the task: queued ones end `aborted` here and now;
-        the running one is told to stop (`cancel_topic`) and records its own end."""
+        the running one is told to stop (`cancel_topic`) and records its own end. It is also
+        marked (`incompleteReason: "cancelled"` while it runs), for a run that had not yet
+        started listening."""
 
         def work(conn: sa.Connection) -> CancelledTurns:
             rows = conn.execute(
@@ -307,6 +309,12 @@ class RunStore:
             ).all()
             running = [row.id for row in rows if row.status == "running"]
             queued = [row for row in rows if row.status == "queued"]
+            if running:  # the mark its run finds if it reads the turn after this (see TurnService)
+                conn.execute(
+                    turns.update()
+                    .where(turns.c.id.in_(running))
+                    .values(incomplete_reason=CANCELLED)
+                )
             for row in queued:
                 conn.execute(
                     jobs.update()
