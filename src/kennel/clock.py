@@ -20,3 +20,10 @@ def iso(moment: datetime) -> str:
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
+
+
+def seconds_until(moment: datetime | None, now: datetime) -> float | None:
+    """How long from `now` until `moment` (0 if it has passed); None without a moment."""
+    if moment is None:
+        return None
+    return max(0.0, (moment - now).total_seconds())

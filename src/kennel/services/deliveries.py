@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 import httpx
 
 from kennel import __version__, ids
-from kennel.clock import Clock, iso
+from kennel.clock import Clock, iso, seconds_until
 from kennel.config import Settings
 from kennel.models import DeliveryStatus, JSONObject, WebhookDelivery, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
+from kennel.services.backoff import backoff_seconds
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.storage import Store
 from kennel.storage.webhooks import AttemptResult
@@ -30,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 BATCH = 50
 """Deliveries claimed at once; their attempts run concurrently."""
-BACKOFF_FACTOR = 4.0
-JITTER = 0.2
 
 RenderEvent = Callable[[WorkerState], JSONObject]
 """The event's `data`: `{"task": Task, "worker": Worker}` as the API shows them."""
@@ -50,11 +49,9 @@ def signature_headers(message_id: str, sent_at: datetime, body: str, token: str)
 
 
 def retry_delay(attempt: int, settings: Settings, rng: random.Random) -> float:
-    """Seconds to wait after failed attempt number `attempt` (from 1): exponential, capped,
-    with jitter so receivers coming back up are not hit by every sender at once."""
-    base = settings.webhook_retry_seconds * BACKOFF_FACTOR ** (attempt - 1)
-    delay = min(base, settings.webhook_retry_max_seconds)
-    return delay * rng.uniform(1 - JITTER, 1 + JITTER)
+    """Seconds to wait after failed attempt number `attempt` (from 1), by `KENNEL_WEBHOOK_*`."""
+    first, most = settings.webhook_retry_seconds, settings.webhook_retry_max_seconds
+    return backoff_seconds(attempt, first=first, most=most, rng=rng)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +88,7 @@ class WebhookDeliverer:
         """Deliver what is due; returns the seconds until the next delivery is (None: none)."""
         while await self.deliver_due() == BATCH:
             pass
-        due = await self._store.webhooks.next_delivery_due()
-        if due is None:
-            return None
-        return max(0.0, (due - self._clock.now()).total_seconds())
+        return seconds_until(await self._store.webhooks.next_delivery_due(), self._clock.now())
 
     async def deliver_due(self) -> int:
         """One attempt at each delivery due now (up to a batch); returns how many were made."""

@@ -15,12 +15,12 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
-from kennel.clock import Clock
+from kennel.clock import Clock, seconds_until
 from kennel.config import Settings, SmtpRelay
 from kennel.errors import InvalidInputError
 from kennel.files.workspace import Workspaces, download_url, media_type_for
 from kennel.models import TaskStatus, Turn, Worker
-from kennel.services.deliveries import BACKOFF_FACTOR, JITTER
+from kennel.services.backoff import backoff_seconds
 from kennel.storage import Store
 from kennel.storage.mail import REPLY, OutgoingMail
 
@@ -67,10 +67,7 @@ class Mailer:
             return None
         while await self.send_due() == BATCH:
             pass
-        due = await self._store.mail.next_due()
-        if due is None:
-            return None
-        return max(0.0, (due - self._clock.now()).total_seconds())
+        return seconds_until(await self._store.mail.next_due(), self._clock.now())
 
     async def send_due(self) -> int:
         """One attempt at each mail due now (up to a batch); returns how many were made."""
@@ -190,8 +187,8 @@ class Mailer:
             logger.warning("mail %s: claim lost, attempt not recorded", mail.id)
 
     def _retry_delay(self, attempt: int) -> float:
-        base = self._settings.smtp_retry_seconds * BACKOFF_FACTOR ** (attempt - 1)
-        return min(base, RETRY_MAX_SECONDS) * self._rng.uniform(1 - JITTER, 1 + JITTER)
+        first = self._settings.smtp_retry_seconds
+        return backoff_seconds(attempt, first=first, most=RETRY_MAX_SECONDS, rng=self._rng)
 
 
 def reply_subject(subject: str) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from croniter import CroniterError, croniter
 
 from kennel import ids
-from kennel.clock import Clock
+from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
 from kennel.errors import ConflictError, InvalidInputError, NotFoundError
 from kennel.models import (
@@ -153,10 +153,7 @@ class ScheduleService:
 
     async def seconds_until_due(self) -> float | None:
         """How long until the next schedule is due (0 if one is overdue); None if none is."""
-        due = await self._store.schedules.next_due()
-        if due is None:
-            return None
-        return max(0.0, (due - self._clock.now()).total_seconds())
+        return seconds_until(await self._store.schedules.next_due(), self._clock.now())
 
     def _plan(self, now: datetime) -> Callable[[Schedule, Worker], ScheduleFiring]:
         def plan(schedule: Schedule, worker: Worker) -> ScheduleFiring:
