@@ -8,6 +8,7 @@ the library's pydantic-ai-specific message metadata and `[DONE]` marker are left
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -87,3 +88,14 @@ def without_proto(value: Any) -> Any:
 
 ABORT_CHUNK: Chunk = {"type": "abort", "reason": CANCELLED}
 """How the stream of a cancelled turn ends (then `data-worker` and `[DONE]`)."""
+
+
+def stream_end(ending: list[Chunk], *, started: bool, message_id: str) -> list[Chunk]:
+    """The chunks that end a turn's stream outside the agent loop: `ending`, behind a `start`
+    chunk unless the stream has one already (AI SDK clients want `start` first, §16.19)."""
+    return ending if started else [{"type": "start", "messageId": message_id}, *ending]
+
+
+def encode_chunk(chunk: Chunk) -> str:
+    """A chunk as stored in the task's event log and sent as SSE `data:`."""
+    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))

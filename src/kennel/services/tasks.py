@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from kennel import ids
 from kennel.agent.models import ModelCatalog
-from kennel.agent.stream import ABORT_CHUNK
+from kennel.agent.stream import ABORT_CHUNK, encode_chunk, stream_end
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import ConflictError, CreditsExhaustedError, InvalidInputError, NotFoundError
@@ -186,11 +185,10 @@ class TaskService:
     async def _abort_unresponsive(self, turn_id: str) -> None:
         """End a cancelled turn whose run did not stop in time (say its process is gone)."""
         turn = await self._store.tasks.get_turn(turn_id)
-        chunks: list[JSONObject] = [ABORT_CHUNK]
-        if turn is not None and turn.first_event_seq is None:
-            chunks.insert(0, {"type": "start", "messageId": turn_id})
+        started = turn is None or turn.first_event_seq is not None
+        chunks = stream_end([ABORT_CHUNK], started=started, message_id=turn_id)
         outcome = TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
-        bodies = [json.dumps(chunk, separators=(",", ":")) for chunk in chunks]
+        bodies = [encode_chunk(chunk) for chunk in chunks]
         await self._store.runs.force_abort(turn_id, outcome, bodies, self._clock.now())
 
     async def follow(

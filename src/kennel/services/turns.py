@@ -4,7 +4,6 @@ of turns whose runner died."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
-from kennel.agent.stream import ABORT_CHUNK
+from kennel.agent.stream import ABORT_CHUNK, encode_chunk, stream_end
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import KennelError, LeaseLostError
@@ -44,10 +43,6 @@ logger = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.05
 
 
-def encode(chunk: dict[str, Any]) -> str:
-    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
-
-
 def message_id(turn_id: str, attempt: int) -> str:
     """The assistant message id of one attempt at a turn (a retried attempt is a new message)."""
     return turn_id if attempt <= 1 else f"{turn_id}-{attempt}"
@@ -55,9 +50,8 @@ def message_id(turn_id: str, attempt: int) -> str:
 
 def failure_chunks(message: str, *, started: bool, turn_id: str) -> list[dict[str, Any]]:
     """How a stream ends when a turn fails outside the agent loop (spec §16.11)."""
-    chunks: list[dict[str, Any]] = [] if started else [{"type": "start", "messageId": turn_id}]
-    chunks += [{"type": "error", "errorText": message}, {"type": "finish", "finishReason": "error"}]
-    return chunks
+    ending = [{"type": "error", "errorText": message}, {"type": "finish", "finishReason": "error"}]
+    return stream_end(ending, started=started, message_id=turn_id)
 
 
 class EventSink:
@@ -81,7 +75,7 @@ class EventSink:
         self.emitted = 0
 
     def emit(self, chunk: dict[str, Any]) -> None:
-        self._buffer.append(encode(chunk))
+        self._buffer.append(encode_chunk(chunk))
         self.emitted += 1
         self._dirty.set()
 
@@ -165,8 +159,9 @@ class TurnService:
     ) -> TurnOutcome:
         if _cancelled(context):  # before it started: nothing to stop
             logger.info("turn %s: cancelled before it started", job.turn_id)
-            sink.emit({"type": "start", "messageId": message_id(job.turn_id, job.attempts)})
-            sink.emit(ABORT_CHUNK)
+            start = message_id(job.turn_id, job.attempts)
+            for chunk in stream_end([ABORT_CHUNK], started=False, message_id=start):
+                sink.emit(chunk)
             return TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
         try:
             model_name = self._catalog.name_for(context.worker.model)
@@ -282,7 +277,7 @@ class TurnService:
             turn_id=expired.ref,
         )
         outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
-        bodies = [encode(chunk) for chunk in chunks]
+        bodies = [encode_chunk(chunk) for chunk in chunks]
         return await self._store.runs.fail_turn(expired, outcome, bodies, now)
 
 
