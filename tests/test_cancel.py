@@ -14,7 +14,7 @@ import pytest
 from aisdk import validate_ui_stream
 from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
 from kennel.errors import LeaseLostError
-from kennel.services.tasks import TaskRequest
+from kennel.services.tasks import Submitted, TaskRequest
 from kennelapp import Api, kennel_api, new_worker, settings_for
 
 
@@ -115,10 +115,8 @@ async def test_queued_turns_end_at_once_and_the_task_is_aborted(
 ) -> None:
     async with kennel_api(settings_for(tmp_path, llm), with_runner=False) as api:
         worker_id = await new_worker(api.client)
-        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
         for text in ("first", "second"):
-            request = TaskRequest(input=text, worker_id=worker_id, task_id="t-queued")
-            await api.kennel.services.tasks.submit(principal, request)
+            await _queue(api, text, worker_id, "t-queued")
         cancelled = await _cancel(api, "t-queued")
         assert cancelled["task"]["status"] == "aborted"
         assert [t["status"] for t in cancelled["turns"]] == ["aborted", "aborted"]
@@ -129,9 +127,7 @@ async def test_a_run_that_does_not_stop_is_ended_without_it(tmp_path: Path, llm:
     settings = settings_for(tmp_path, llm, cancel_grace_seconds=0.2)
     async with kennel_api(settings, with_runner=False) as api:
         worker_id = await new_worker(api.client)
-        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
-        request = TaskRequest(input="hello", worker_id=worker_id, task_id="t-ghost")
-        await api.kennel.services.tasks.submit(principal, request)
+        await _queue(api, "hello", worker_id, "t-ghost")
         # A runner in a process that is gone holds the turn.
         [job] = await api.kennel.store.runs.claim_turns("ghost", 1, _now(api), _lease())
 
@@ -155,6 +151,13 @@ async def test_who_may_cancel_and_what_can_not_be_cancelled(api: Api, llm: FakeL
     assert (await api.client.post("/api/tasks/t-unknown/cancel")).status_code == 404
     outsider = api.as_key(await api.new_key("other", "eve@other.test"))
     assert (await outsider.post("/api/tasks/t-done/cancel")).status_code == 404
+
+
+async def _queue(api: Api, text: str, worker_id: str, task_id: str) -> Submitted:
+    """Store a turn without waiting for it (with no runner, nothing runs it)."""
+    principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+    request = TaskRequest(input=text, worker_id=worker_id, task_id=task_id)
+    return await api.kennel.services.tasks.submit(principal, request)
 
 
 def _now(api: Api) -> datetime:
@@ -193,9 +196,7 @@ async def test_a_turn_cancelled_before_its_run_listens_never_starts(
 ) -> None:
     async with kennel_api(settings_for(tmp_path, llm), with_runner=False) as api:
         worker_id = await new_worker(api.client)
-        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
-        request = TaskRequest(input="too late", worker_id=worker_id, task_id="t-early")
-        submitted = await api.kennel.services.tasks.submit(principal, request)
+        submitted = await _queue(api, "too late", worker_id, "t-early")
         [job] = await api.kennel.store.runs.claim_turns("me", 1, _now(api), _lease())
         # The cancel lands between the claim and the run: no run hears it.
         cancelled = await api.kennel.store.runs.cancel_task(submitted.task.key, _now(api))
