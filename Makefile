@@ -1,15 +1,25 @@
 # `make run` serves Kennel on embedded SQLite; `make test` runs the whole suite.
-# Both install first when the environment is missing or out of date.
+# Both install first, from the lock file (uv.lock), when the environment is missing or stale.
 PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .uv
+UV := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.uv-$(UV_VERSION)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+DEV := $(VENV)/.dev
 JS := tests/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install bwrap run test check lint bench bench-floor clean
+# uv installs into .venv with this machine's Python, never one it downloads.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-install: $(STAMP) bwrap
+.PHONY: install bwrap run test check lint upgrade bench bench-floor clean
+
+install: $(DEV) $(JS_STAMP) bwrap
 
 # The Python sandbox runs code under bubblewrap; without it Kennel leaves the tool out.
 bwrap:
@@ -17,24 +27,36 @@ bwrap:
 	  && apt-get update -q && apt-get install -y -q bubblewrap; } \
 	  || { echo "Kennel's Python sandbox needs bubblewrap: sudo apt-get install bubblewrap" >&2; exit 1; }
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e ".[test]"
-	touch $(STAMP)
+# uv itself, pinned, in a virtualenv of its own (a current pip first: the system's may be old).
+$(UV_STAMP):
+	rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q -U pip
+	$(TOOLS)/bin/python -m pip install -q uv==$(UV_VERSION)
+	touch $(UV_STAMP)
+
+# The runtime only: exactly the locked versions, and nothing of the test tools added.
+$(RUNTIME): pyproject.toml uv.lock $(UV_STAMP)
+	$(UV) sync --locked --no-dev --inexact
+	touch $(RUNTIME)
+
+# The runtime and the tools of the dev group, exactly as locked.
+$(DEV): pyproject.toml uv.lock $(UV_STAMP)
+	$(UV) sync --locked
+	touch $(RUNTIME) $(DEV)
 
 # The Vercel AI SDK, which the tests use to check that streams are accepted by AI SDK clients.
 $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 	cd $(JS) && npm ci --no-audit --no-fund --silent
 	touch $(JS_STAMP)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/kennel serve
 
-test: $(STAMP) $(JS_STAMP) bwrap
+test: $(DEV) $(JS_STAMP) bwrap
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -42,11 +64,16 @@ lint: $(STAMP)
 
 check: lint test
 
-bench: $(STAMP)
+# Newest releases allowed by pyproject.toml into the lock, then the whole check against them.
+upgrade: $(UV_STAMP)
+	$(UV) lock --upgrade
+	$(MAKE) check
+
+bench: $(DEV)
 	$(BIN)/python bench/tasks.py
 
-bench-floor: $(STAMP)
+bench-floor: $(DEV)
 	$(BIN)/python bench/floor.py
 
 clean:
-	rm -rf $(VENV) $(JS)/node_modules
+	rm -rf $(VENV) $(TOOLS) $(JS)/node_modules

@@ -355,6 +355,34 @@ async def test_tool_turns_pass_the_ai_sdk(
     assert validate_ui_messages([result.ui_message]).ok
 
 
+async def test_quiet_turns_record_tool_parts_as_live_ones_do(
+    runtime: AgentRuntime, llm: FakeLLM, workspace: Path
+) -> None:
+    def script() -> None:
+        llm.script(
+            "mixed",
+            tool_calls(ToolCall("write_file", {"path": "r.md", "content": "# r"}, id="c1")),
+            tool_calls(ToolCall("read_file", {"path": "missing.md"}, id="c2")),
+            tool_calls(ToolCall("read_file", {"wrong": 1}, id="c3")),
+            tool_calls(ToolCall("final_result", {"other": "x"}, id="c4")),
+            tool_calls(ToolCall("final_result", {"summary": "done"}, id="c5")),
+        )
+
+    parts = {}
+    for live in (True, False):
+        script()
+        request = _request("mixed", workspace, output_schema=SCHEMA, live=live)
+        result = await runtime.run_turn(request, lambda chunk: None)
+        assert result.structured_output == {"summary": "done"}
+        parts[live] = [p for p in result.ui_message["parts"] if p["type"].startswith("tool-")]
+
+    assert parts[False] == parts[True]
+    states = {p["toolCallId"]: p["state"] for p in parts[False]}
+    assert states["c1"] == "output-available"
+    assert states["c3"] == "output-error"
+    assert states["c5"] == "output-available"
+
+
 @pytest.fixture
 async def equipped(llm: FakeLLM, website: LocalSite) -> AsyncIterator[AgentRuntime]:
     """The runtime with real web and sandbox engines; search is the site's fake SearXNG."""

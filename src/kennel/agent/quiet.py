@@ -19,7 +19,6 @@ from pydantic_ai.messages import (
     FunctionToolCallEvent,
     FunctionToolResultEvent,
     ModelMessage,
-    ModelRequest,
     ModelResponse,
     OutputToolCallEvent,
     OutputToolResultEvent,
@@ -50,6 +49,7 @@ class QuietRun:
         half-way has told what it had done: a model's answer once it has arrived, tool results
         once the request carrying them to the model is about to be made."""
         told: set[int] = set()
+        replay = Replay()
 
         def untold(messages: Sequence[ModelMessage]) -> list[ModelMessage]:
             fresh = [message for message in messages if id(message) not in told]
@@ -60,12 +60,14 @@ class QuietRun:
             self._run = run
             async for node in run:
                 pending = [node.request] if isinstance(node, ModelRequestNode) else []
-                for event in replay(untold([*run.new_messages(), *pending])):
+                for event in replay.tell(untold([*run.new_messages(), *pending])):
                     yield event
         result = run.result
         if result is None:
             raise UserError("the run ended without a result")
-        for event in replay(untold(result.new_messages())):
+        for event in replay.tell(untold(result.new_messages())):
+            yield event
+        for event in replay.finish():
             yield event
         yield AgentRunResultEvent(result)
 
@@ -81,31 +83,52 @@ class QuietRun:
         return [] if self._run is None else self._run.new_messages()
 
 
-def replay(messages: Sequence[ModelMessage]) -> list[AgentStreamEvent]:
-    """The events a streamed run emits for these messages, in the order it emits them."""
-    events: list[AgentStreamEvent] = []
-    for message in messages:
-        if isinstance(message, ModelResponse):
-            for index, part in enumerate(message.parts):
-                events += [
-                    PartStartEvent(index=index, part=part),
-                    PartEndEvent(index=index, part=part),
-                ]
-            for part in message.parts:
-                if isinstance(part, ToolCallPart):
-                    call = (
-                        OutputToolCallEvent
-                        if part.tool_name == OUTPUT_TOOL
-                        else FunctionToolCallEvent
-                    )
-                    events.append(call(part))
-        elif isinstance(message, ModelRequest):
-            for request_part in message.parts:
-                if isinstance(request_part, ToolReturnPart):
-                    done = (
-                        OutputToolResultEvent
-                        if request_part.tool_name == OUTPUT_TOOL
-                        else FunctionToolResultEvent
-                    )
-                    events.append(done(request_part))
-    return events
+class Replay:
+    """Tells messages as the events a streamed run emits for them, in the order it emits them.
+
+    A live run announces a tool call once its arguments are validated, just before it runs;
+    messages tell only afterwards, by the call's result, whether it ran. So a call is held
+    back until its result arrives (or the run ends without one), then told with its verdict:
+    `VercelAIEventStream` turns an unvalidated call into a discarded one and an invalid one
+    into a `tool-input-error`, and only a call that ran into a tool output.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[str, ToolCallPart] = {}
+
+    def tell(self, messages: Sequence[ModelMessage]) -> list[AgentStreamEvent]:
+        """The events of these messages, which follow the ones told before."""
+        events: list[AgentStreamEvent] = []
+        for message in messages:
+            if isinstance(message, ModelResponse):
+                for index, part in enumerate(message.parts):
+                    events += [
+                        PartStartEvent(index=index, part=part),
+                        PartEndEvent(index=index, part=part),
+                    ]
+                    if isinstance(part, ToolCallPart):
+                        self._calls[part.tool_call_id] = part
+            else:
+                for request_part in message.parts:
+                    if isinstance(request_part, ToolReturnPart):
+                        events += self._result(request_part)
+        return events
+
+    def finish(self) -> list[AgentStreamEvent]:
+        """Calls the run never answered: it skipped them, having its final result."""
+        calls, self._calls = list(self._calls.values()), {}
+        return [_call_event(call, None) for call in calls]
+
+    def _result(self, result: ToolReturnPart) -> list[AgentStreamEvent]:
+        events: list[AgentStreamEvent] = []
+        call = self._calls.pop(result.tool_call_id, None)
+        if call is not None:
+            events.append(_call_event(call, result.outcome != "retried"))
+        done = OutputToolResultEvent if result.tool_name == OUTPUT_TOOL else FunctionToolResultEvent
+        events.append(done(result))
+        return events
+
+
+def _call_event(call: ToolCallPart, args_valid: bool | None) -> AgentStreamEvent:
+    event = OutputToolCallEvent if call.tool_name == OUTPUT_TOOL else FunctionToolCallEvent
+    return event(call, args_valid=args_valid)
