@@ -280,11 +280,11 @@ def test_retries_back_off_exponentially_with_jitter_and_a_cap() -> None:
     assert retry_delay(7, capped, rng) <= 120
 
 
-async def test_the_readme_verification_snippet_accepts_a_real_delivery(
+async def test_the_documented_verification_snippet_accepts_a_real_delivery(
     hooked: Api, receiver: Receiver
 ) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    snippet = readme.split("```python\nimport base64, hashlib, hmac, time\n", 1)[1]
+    security = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    snippet = security.split("```python\nimport base64, hashlib, hmac, time\n", 1)[1]
     namespace: dict[str, Any] = {}
     exec("import base64, hashlib, hmac, time\n" + snippet.split("```", 1)[0], namespace)
     verify = namespace["verify"]

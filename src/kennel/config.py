@@ -50,7 +50,7 @@ class SmtpRelay:
 
 
 class Settings(BaseSettings):
-    """Every setting Kennel reads; the README documents each one (a test checks)."""
+    """Every setting Kennel reads; docs/configuration.md documents each one (a test checks)."""
 
     model_config = SettingsConfigDict(env_prefix="KENNEL_", frozen=True, extra="ignore")
 
