@@ -121,3 +121,16 @@ async def test_a_turn_run_again_names_the_same_files(
         assert user_parts(again) == user_parts(first)
         assert listed(user_parts(again)[1])[0]["path"] == "report.pdf"
 
+
+async def test_a_name_sent_twice_is_one_file_the_last_one_sent(api: Api, llm: FakeLLM) -> None:
+    response = await api.client.post(
+        "/api/tasks",
+        data={"input": "Which one?"},
+        files=[("files", ("a.txt", b"first", "text/plain")), ("files", ("a.txt", b"2nd", None))],
+    )
+    assert response.status_code == 200, response.text
+    [request] = requests_for(llm, "Which one?")
+    assert [(f["path"], f["sizeBytes"]) for f in listed(user_parts(request)[1])] == [("a.txt", 3)]
+    worker = response.json()
+    assert [(f["filename"], f["size"]) for f in worker["files"]] == [("a.txt", 3)]
+    assert [p["type"] for p in worker["messages"][0]["parts"]] == ["file", "text"]
