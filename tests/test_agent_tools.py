@@ -442,6 +442,18 @@ async def test_fetched_pages_become_sources_once_each(
     assert result.usage.tool_calls == 4  # the failed fetch is not counted
 
 
+async def test_a_source_is_named_by_the_pages_title_not_its_heading(
+    equipped: AgentRuntime, llm: FakeLLM, website: LocalSite
+) -> None:
+    page, title = website.url("/titled/title-and-heading"), "Feeding guide | Kennel Club"
+    llm.script("name it", tool_calls(ToolCall("web_fetch", {"url": page})), Text("named"))
+    chunks: list[dict[str, Any]] = []
+    result = await equipped.run_turn(_request("name it", None), chunks.append)
+    assert [(s.url, s.title) for s in result.sources] == [(page, title)]
+    assert [c.get("title") for c in chunks if c["type"] == "source-url"] == [title]
+    assert json.loads(_tool_results(llm)[0])["title"] == title
+
+
 async def test_files_the_sandbox_writes_are_the_turns_files(
     equipped: AgentRuntime, llm: FakeLLM, workspace: Path, live: bool
 ) -> None:

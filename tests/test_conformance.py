@@ -47,6 +47,7 @@ from conformance import (
 )
 from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
 from kennel.services import dognames
+from prompts import listed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -489,7 +490,14 @@ def test_uploaded_files_are_listed_and_served_byte_for_byte(
         ],
     )
 
-    assert isinstance(result, Worker) and result.output_text == "echo: Read the attached files"
+    assert isinstance(result, Worker)
+    # The model was told about both files, after the input.
+    text, note = result.output_text.split("\n", 1)
+    assert text == "echo: Read the attached files"
+    assert [(file["path"], file["mediaType"], file["sizeBytes"]) for file in listed(note)] == [
+        ("notes.txt", "text/plain", len(contents["notes.txt"])),
+        ("data/blob.bin", "application/octet-stream", len(contents["data/blob.bin"])),
+    ]
     files = {file.filename: file for file in result.files}
     assert set(files) == set(contents)
     assert files["notes.txt"].media_type == "text/plain"

@@ -20,6 +20,7 @@ from handinger.types import Worker
 from aisdk import StreamCheck, validate_ui_messages, validate_ui_stream
 from conformance import ADA, Kennel, new_task_id, poll_task, running_kennel, texts
 from fakellm import FakeLLM, Sleep, Text
+from prompts import listed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -101,7 +102,10 @@ def test_a_multipart_task_can_ask_for_a_stream(lenient: handinger.Handinger) -> 
         options={"headers": {"Content-Type": "multipart/form-data"}},
     )
     check, final = checked(text)
-    assert texts(check.messages) == ["echo: stream with a file"]
+    [answer] = texts(check.messages)
+    echoed, note = answer.split("\n", 1)  # the model was told about the file
+    assert echoed == "echo: stream with a file"
+    assert [file["path"] for file in listed(note)] == ["note.txt"]
     assert [file.filename for file in final.files] == ["note.txt"]
 
 

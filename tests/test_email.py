@@ -21,6 +21,7 @@ from kennel.mail.messages import strip_quoted
 from kennel.storage.tables import email_outbox
 from kennelapp import Api, kennel_api, new_worker, settings_for
 from mailrelay import Relay, Relayed, free_port, mail, send, serving_relay
+from prompts import listed, requests_for, user_parts
 
 DOMAIN = "kennel.test"
 ADA = "ada@acme.test"
@@ -145,7 +146,7 @@ async def test_html_only_mail_becomes_plain_text_without_its_quoted_history(
 
 
 async def test_attachments_land_in_the_workspace_and_in_worker_files(
-    mailed: Api, relay: Relay
+    mailed: Api, relay: Relay, llm: FakeLLM
 ) -> None:
     worker_id = await new_worker(mailed.client)
     content = bytes(range(256)) * 40
@@ -157,7 +158,17 @@ async def test_attachments_land_in_the_workspace_and_in_worker_files(
     await _answer(relay, "Re: Data")
     [task] = await _tasks(mailed, worker_id)
     [turn] = await _turns(mailed, task["id"])
-    assert "data.bin" in turn["input"]
+    # The input is what the mail says; the model is told about the attachment beside it.
+    assert turn["input"] == "Data\n\nSee attached."
+    [request] = requests_for(llm, turn["input"])
+    assert listed(user_parts(request)[1]) == [
+        {
+            "name": "data.bin",
+            "mediaType": "application/octet-stream",
+            "sizeBytes": len(content),
+            "path": "data.bin",
+        }
+    ]
     state = await mailed.client.get(f"/api/workers/{worker_id}", params={"taskId": task["id"]})
     files = state.json()["files"]
     assert [(f["filename"], f["size"]) for f in files] == [("data.bin", len(content))]

@@ -13,6 +13,7 @@ from conftest import FakeClock
 from kennel import ids
 from kennel.errors import ConflictError, LeaseLostError
 from kennel.models import (
+    AttachedFile,
     Budget,
     Submission,
     Task,
@@ -284,6 +285,33 @@ async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeCl
     assert (await store.tasks.snapshot(task.key)).files == [bigger]
     assert await store.files.get(worker.id, "docs/report.md") == bigger
     assert await store.files.get(worker.id, "nope") is None
+
+
+async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: FakeClock) -> None:
+    worker = await stored_worker(store, clock)
+    report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
+    task, first, _ = await store.tasks.submit(
+        _submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
+    )
+    bigger = replace(report, size=40)
+    data = WorkspaceFile("data.csv", 7, "text/csv", clock.now())
+    _, second, _ = await store.tasks.submit(
+        _submission(worker, "tsk_1", files=(bigger, data)), clock.now(), _accept
+    )
+    _, third, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    sent = AttachedFile("docs/report.md", "text/markdown", 12)
+    assert first.attachments == (sent,)
+    expected = [
+        (sent,),
+        (replace(sent, size=40), AttachedFile("data.csv", "text/csv", 7)),
+        (),
+    ]
+    snapshot = await store.tasks.snapshot(task.key)
+    assert [turn.attachments for turn in snapshot.turns] == expected
+    assert (await store.tasks.get_turn(second.id)) == snapshot.turns[1]
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    assert (await store.runs.load_context(job)).turn.attachments == expected[0]
+    assert third.attachments == ()
 
 
 async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: FakeClock) -> None:

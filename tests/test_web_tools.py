@@ -69,6 +69,31 @@ async def test_a_page_without_main_content_falls_back_to_its_whole_text(website:
     assert "tracking" not in page.content
 
 
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        ("title-and-heading", "Feeding guide | Kennel Club"),  # not the heading, not cut
+        ("open-graph", "Sled dogs & their kennels"),  # an empty <title> names nothing
+        ("headings", "Hound packs"),  # the first <h1>; an SVG's <title> is not the page's
+        ("lower-heading", "Opening hours"),
+        ("untitled", None),
+    ],
+)
+async def test_a_page_is_titled_by_its_title_then_og_title_then_heading(
+    website: LocalSite, name: str, title: str | None
+) -> None:
+    url = website.url(f"/titled/{name}")
+    page = await fetch(url)
+    assert page.title == (title or url)
+
+
+async def test_a_hostile_title_is_one_clean_bounded_line(website: LocalSite) -> None:
+    page = await fetch(website.url("/titled/hostile"))
+    assert page.title.startswith("Kennel guide woof woof")
+    assert page.title.isprintable()
+    assert len(page.title) == 200 and page.title.endswith("…")
+
+
 @pytest.mark.parametrize("path", ["/doc.pdf", "/untyped"])
 async def test_pdfs_become_text(website: LocalSite, path: str) -> None:
     page = await fetch(website.url(path))

@@ -206,6 +206,7 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
     clock: FakeClock,
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     real_resolve = netpolicy._resolve
 
@@ -222,9 +223,19 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
         await _hook(api, worker_id, url)  # no DNS lookup when it is set
         await _run(api, worker_id, "to an internal address")
         [log] = await _executions(api, worker_id, 1)
-        assert log["errorMessage"].startswith("refused")
+        assert log["errorMessage"].startswith("refused by the network policy, not retried: ")
+        assert "hooks.example.test points at" in log["errorMessage"]
         assert "127.0.0.1" in log["errorMessage"]
         assert receiver.to(url.replace("hooks.example.test", "127.0.0.1")) == []
+
+        # A refusal is final: no retry is waiting, however long one waits.
+        assert await api.kennel.store.webhooks.next_delivery_due() is None
+        clock.advance(10**7)
+        assert await api.kennel.deliverer.deliver_due() == 0
+        assert len(await _executions(api, worker_id, 1)) == 1
+        [warning] = [r for r in caplog.records if r.name == "kennel.services.deliveries"]
+        assert warning.levelname == "WARNING"
+        assert log["errorMessage"] in warning.getMessage()
 
 
 async def test_no_webhook_no_delivery_and_a_removed_webhook_drops_the_event(

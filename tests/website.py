@@ -41,6 +41,22 @@ FURNITURE_ONLY = """<!doctype html>
 <body><footer>Opening hours: nine to five</footer><aside>Closed on Sundays</aside>
 </body></html>"""
 
+# Pages that name themselves in different places (or nowhere), by path under /titled/.
+TITLED = {
+    "title-and-heading": "<html><head><title>Feeding guide | Kennel Club</title></head>"
+    "<body><h1>Feeding</h1><p>Twice a day.</p></body></html>",
+    "open-graph": '<html><head><title>  </title><meta property="og:title" '
+    'content="Sled dogs &amp; their kennels"></head><body><h1>Sled</h1></body></html>',
+    "headings": "<html><body><svg><title>icon</title></svg><h2>Menu</h2>"
+    "<h1>Hound <em>packs</em></h1><p>Ten hounds.</p></body></html>",
+    "lower-heading": "<html><body><nav>Home</nav><h3>Opening hours</h3><p>Nine to five.</p>"
+    "</body></html>",
+    "untitled": "<html><body><p>Just a paragraph about kennels.</p></body></html>",
+    "hostile": "<html><head><title>\n\t Kennel\u202e\u200b  guide\x07"
+    + " woof" * 1000
+    + "</title></head><body><p>Text.</p></body></html>",
+}
+
 NOTES = "Plain notes: feed the dogs at 7:00 and 18:00.\n"
 PDF_TEXT = "Kibble rations per dog"
 PDF_TITLE = "Feeding schedule"
@@ -136,6 +152,8 @@ class LocalSite:
             "/image.png": (b"\x89PNG\r\n\x1a\n" + bytes(64), "image/png"),
             "/big.txt": (b"woof " * (BIG_BYTES // 5), "text/plain"),
         }
+        for name, html in TITLED.items():
+            pages[f"/titled/{name}"] = (html.encode(), "text/html; charset=utf-8")
 
         async def page(request: Request) -> Response:
             body, media_type = pages[request.url.path]

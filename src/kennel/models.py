@@ -162,6 +162,18 @@ class Turn:
     attempts: int
     live: bool = False
     """Its caller follows it as a stream, so its model requests are streamed token by token."""
+    attachments: tuple[AttachedFile, ...] = ()
+    """The files handed in with the turn (API uploads, e-mail attachments), as submitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttachedFile:
+    """A file handed in with a turn, as it was stored in the worker's workspace; the model is
+    told about it, and `Worker.messages` shows it on the user's message."""
+
+    path: str
+    media_type: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,9 @@ OUTPUT_TOOL = "final_result"
 class QuietRun:
     """One run of `agent`; iterate `events()` once, then read `result`, `usage`, `messages`."""
 
-    def __init__(self, agent: Agent[Toolbox, Any], prompt: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self, agent: Agent[Toolbox, Any], prompt: str | Sequence[str], options: dict[str, Any]
+    ) -> None:
         self._agent = agent
         self._prompt = prompt
         self._options = options

@@ -19,6 +19,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
+from kennel.agent.attachments import turn_prompt
 from kennel.agent.engines import Engines
 from kennel.agent.failures import BUDGET_EXHAUSTED
 from kennel.agent.messages import UIMessageBuilder
@@ -27,7 +28,15 @@ from kennel.agent.quiet import OUTPUT_TOOL, QuietRun
 from kennel.agent.stream import Chunk, TurnEventStream, to_chunk
 from kennel.agent.toolbox import FILE_TOOLS, Folder, Toolbox
 from kennel.agent.toolset import build_toolset
-from kennel.models import BudgetCaps, JSONObject, Source, TurnError, Usage, WorkspaceFile
+from kennel.models import (
+    AttachedFile,
+    BudgetCaps,
+    JSONObject,
+    Source,
+    TurnError,
+    Usage,
+    WorkspaceFile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +83,8 @@ class TurnRequest:
     """The worker's workspace; without one, the file tools are not offered."""
     file_url: Callable[[str], str] | None = None
     """The download URL of a workspace file, for the `file` chunks of files the turn writes."""
+    attachments: tuple[AttachedFile, ...] = ()
+    """Files handed in with the turn: the model's prompt names them after `input`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,14 +243,15 @@ class TurnRun:
 
     async def run(self) -> TurnResult:
         request, agent, options, toolbox = self._request, self._agent, self._options, self._toolbox
+        prompt = turn_prompt(request.input, request.attachments, toolbox.offered)
         if request.live:
-            async with agent.run_stream_events(request.input, **options) as events:
+            async with agent.run_stream_events(prompt, **options) as events:
                 self._usage = partial(_run_usage, events)
                 await self._translate(events)
                 result, usage = events.result, _run_usage(events)
                 new_messages = events.new_messages() if result is not None else []
         else:
-            quiet = QuietRun(agent, request.input, options)
+            quiet = QuietRun(agent, prompt, options)
             self._usage = lambda: _usage(quiet.usage)
             await self._translate(quiet.events())
             result, usage, new_messages = quiet.result, _usage(quiet.usage), quiet.messages()

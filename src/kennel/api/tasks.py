@@ -30,19 +30,23 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
         fields, uploads = await read_multipart(request, app.settings)
     else:
         fields, uploads = await json_body(request), []
-    body = CreateTaskBody.model_validate(fields)
-    submitted = await app.tasks.submit(
-        caller,
-        TaskRequest(
-            input=body.input,
-            budget=body.budget,
-            task_id=body.task_id,
-            worker_id=body.worker_id,
-            metadata=body.metadata or {},
-            uploads=uploads,
-            live=body.stream,
-        ),
-    )
+    try:
+        body = CreateTaskBody.model_validate(fields)
+        submitted = await app.tasks.submit(
+            caller,
+            TaskRequest(
+                input=body.input,
+                budget=body.budget,
+                task_id=body.task_id,
+                worker_id=body.worker_id,
+                metadata=body.metadata or {},
+                uploads=uploads,
+                live=body.stream,
+            ),
+        )
+    finally:
+        for upload in uploads:  # the form's temporary files: their bytes are in the workspace
+            upload.source.close()
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
         events = task_events(

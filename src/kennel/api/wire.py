@@ -121,11 +121,33 @@ class Wire:
             structured_output=turn.structured_output,
             sources=[_source(source) for source in snapshot.sources],
             files=[self.file(worker.id, file) for file in snapshot.files],
-            messages=[message for t in snapshot.turns for message in _messages(t)],
+            messages=[message for t in snapshot.turns for message in self.messages(worker.id, t)],
             metadata=_metadata(task, turn),
             usage={"credits": turn.usage.credits, "durationMs": turn.duration_ms},
         )
         return body
+
+    def messages(self, worker_id: str, turn: Turn) -> list[JSON]:
+        """The turn as AI SDK `UIMessage`s: the user's input, then the assistant's answer.
+
+        Files handed in with the turn are `file` parts of the user's message, before its text,
+        as the AI SDK's `sendMessage` puts them.
+        """
+        files: list[JSON] = [
+            {
+                "type": "file",
+                "mediaType": file.media_type,
+                "filename": file.path,
+                "url": self.file_url(worker_id, file.path),
+            }
+            for file in turn.attachments
+        ]
+        user = {
+            "id": f"{turn.id}-input",
+            "role": "user",
+            "parts": [*files, {"type": "text", "text": turn.input}],
+        }
+        return [user] if turn.ui_message is None else [user, turn.ui_message]
 
     def page(self, page: Page[Any], items: list[JSON]) -> JSON:
         return {
@@ -160,16 +182,6 @@ def _output(turn: Turn) -> list[JSON]:
             "content": [{"type": "output_text", "text": turn.output_text}],
         }
     ]
-
-
-def _messages(turn: Turn) -> list[JSON]:
-    """The turn as AI SDK `UIMessage`s: the user's input, then the assistant's answer."""
-    user = {
-        "id": f"{turn.id}-input",
-        "role": "user",
-        "parts": [{"type": "text", "text": turn.input}],
-    }
-    return [user] if turn.ui_message is None else [user, turn.ui_message]
 
 
 def _metadata(task: Task, turn: Turn) -> JSON:

@@ -58,6 +58,8 @@ def retry_delay(attempt: int, settings: Settings, rng: random.Random) -> float:
 class _Answer:
     status: int | None
     error: str | None
+    refused: bool = False
+    """The network policy refused the destination: trying again can't help."""
 
 
 class WebhookDeliverer:
@@ -119,7 +121,7 @@ class WebhookDeliverer:
         started = time.monotonic()
         answer = await self._post(delivery.url, body, headers)
         duration_ms = int((time.monotonic() - started) * 1000)
-        await self._settle(delivery, body, answer, duration_ms, final=False)
+        await self._settle(delivery, body, answer, duration_ms, final=answer.refused)
 
     async def _body_of(self, delivery: WebhookDelivery) -> str | None:
         worker = await self._store.workers.get(delivery.organization_id, delivery.worker_id)
@@ -148,7 +150,9 @@ class WebhookDeliverer:
             ):
                 status = response.status_code
         except UnsafeURLError as error:
-            return _Answer(None, f"refused: {error}")
+            # The same URL resolves the same way until an operator changes DNS or the
+            # allow-list: retrying for a day would only hide the misconfiguration.
+            return _Answer(None, f"refused by the network policy, not retried: {error}", True)
         except (httpx.TimeoutException, TimeoutError):
             return _Answer(None, f"timed out after {settings.webhook_timeout_seconds:g} s")
         except httpx.HTTPError as error:
@@ -186,7 +190,15 @@ class WebhookDeliverer:
         if not succeeded and not final and delivery.attempt < self._settings.webhook_max_attempts:
             delay = retry_delay(delivery.attempt, self._settings, self._rng)
             retry_at = now + timedelta(seconds=delay)
-        if not succeeded:
+        if answer.refused:
+            # The reason names the host; the URL itself may carry a receiver's secret.
+            logger.warning(
+                "webhook delivery %s of worker %s: %s",
+                delivery.id,
+                delivery.worker_id,
+                answer.error,
+            )
+        elif not succeeded:
             logger.info(
                 "webhook delivery %s, attempt %d: %s%s",
                 delivery.id,

@@ -130,7 +130,7 @@ class MailService:
         ]
         follow_up = task_id is not None
         return TaskRequest(
-            input=task_input(mail, [upload.filename for upload in uploads], follow_up=follow_up),
+            input=task_input(mail, follow_up=follow_up),
             task_id=task_id or ids.task_id(),
             worker_id=worker.id,
             triggered_by=TriggeredBy.EMAIL,
@@ -203,12 +203,14 @@ def attachment_name(filename: str, number: int) -> str:
         return f"attachment-{number}"
 
 
-def task_input(mail: InboundMail, files: list[str], *, follow_up: bool) -> str:
-    """The turn's input: subject and text (a reply's subject only repeats the thread's)."""
+def task_input(mail: InboundMail, *, follow_up: bool) -> str:
+    """The turn's input: subject and text (a reply's subject only repeats the thread's).
+
+    Attachments are the turn's files, not part of its text: the model's prompt names them
+    as it does API uploads.
+    """
     parts = [] if follow_up and mail.text else [mail.subject]
     parts.append(mail.text)
-    if files:
-        parts.append("Attached files (now in your workspace): " + ", ".join(files))
     return "\n\n".join(part for part in parts if part.strip()) or "(an empty e-mail)"
 
 

@@ -96,10 +96,12 @@ class TaskService:
             )
         worker, create_worker = await self._worker_for(principal, request, task_id)
         await self._catalog.check(worker.model)
-        files = [
+        saved = [
             await self._workspaces.save(worker.organization_id, worker.id, upload)
             for upload in request.uploads
         ]
+        # A name sent twice is one file: the bytes sent last are the ones in the workspace.
+        files = {file.path: file for file in saved}.values()
 
         def accept_existing(task: Task) -> None:
             if request.worker_id is not None and task.worker_id != request.worker_id:

@@ -174,6 +174,7 @@ class TurnService:
                 caps=self._caps(context.turn.budget),
                 message_id=message_id(job.turn_id, job.attempts),
                 live=live,
+                attachments=context.turn.attachments,
                 **self._workspace_of(context),
             )
             turn = await self._runtime.turn(request, sink.emit)

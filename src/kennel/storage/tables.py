@@ -134,6 +134,8 @@ turns = sa.Table(
     sa.Column("ui_message", JSON, nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("live", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The files handed in with the turn: [{"path", "mediaType", "size"}]; NULL for none.
+    sa.Column("attachments", JSON, nullable=True),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("started_at", EpochMillis, nullable=True),
     sa.Column("completed_at", EpochMillis, nullable=True),

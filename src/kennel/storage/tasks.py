@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kennel.models import (
+    AttachedFile,
     Budget,
     Source,
     Submission,
@@ -225,6 +226,9 @@ def submit_turn(
         ui_message=None,
         attempts=0,
         live=submission.live,
+        attachments=tuple(
+            AttachedFile(file.path, file.media_type, file.size) for file in submission.files
+        ),
     )
     conn.execute(
         turns.insert().values(
@@ -235,6 +239,7 @@ def submit_turn(
             budget=turn.budget.value,
             status=turn.status.value,
             live=turn.live,
+            attachments=_attachments_json(turn.attachments),
             created_at=now,
         )
     )
@@ -361,4 +366,14 @@ def turn_from_row(row: Any) -> Turn:
         ui_message=row.ui_message,
         attempts=row.attempts,
         live=row.live,
+        attachments=tuple(
+            AttachedFile(item["path"], item["mediaType"], item["size"])
+            for item in row.attachments or ()
+        ),
     )
+
+
+def _attachments_json(files: tuple[AttachedFile, ...]) -> list[dict[str, Any]] | None:
+    if not files:
+        return None
+    return [{"path": f.path, "mediaType": f.media_type, "size": f.size} for f in files]

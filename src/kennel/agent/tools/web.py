@@ -20,6 +20,7 @@ import httpx
 from ddgs.exceptions import DDGSException
 from pydantic_ai.exceptions import ToolFailed
 
+from kennel.agent.tools.titles import clean_title, html_title
 from kennel.config import Settings
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
 
@@ -45,7 +46,8 @@ class FetchedPage:
     final_url: str
     """Where the redirects ended."""
     title: str
-    """The page's title, or its final URL when it has none."""
+    """The page's title (`<title>`, `og:title` or first heading, cleaned), or its final URL
+    when it has none."""
     content: str
     media_type: str
     truncated: bool
@@ -177,8 +179,7 @@ def _convert(kind: Kind, body: bytes, charset: str | None) -> tuple[str | None, 
     tree = trafilatura.load_html(text)
     if tree is None:
         return None, text
-    metadata = trafilatura.extract_metadata(tree, extensive=False)
-    title = metadata.title or tree.findtext(".//title")
+    title = html_title(tree)
     # `fast`: no second-opinion extractors; when the main content is empty the whole page's
     # visible text (navigation, footers and all) is a better answer than nothing.
     markdown = trafilatura.extract(
@@ -197,7 +198,7 @@ def _pdf_text(body: bytes) -> tuple[str | None, str]:
     try:
         reader = pypdf.PdfReader(io.BytesIO(body))
         pages = [page.extract_text() or "" for page in reader.pages]
-        title = reader.metadata.title if reader.metadata else None
+        title = clean_title(reader.metadata.title) if reader.metadata else None
     # pypdf raises many kinds of errors on malformed or encrypted files.
     except Exception as error:
         raise ToolFailed(f"the PDF could not be read: {error}") from None
