@@ -1,76 +1,262 @@
 """The first process inside the Python sandbox: limits, then the code, then a watch on the rest.
 
-`sandbox.py` runs it under bwrap as `python -I -S sandbox_init.py CPU MEMORY FILE PROCESSES`
-with the code on stdin. It needs only the standard library: the sandbox's interpreter has
-nothing of Kennel installed. It forks; the child takes the limits and becomes `python -` (the
-code, read from the inherited stdin); this process waits for it and watches the process count.
+`sandbox.py` runs it under bwrap as PID 1 of the sandbox (`--as-pid-1`):
+`python -I -S sandbox_init.py CPU MEMORY FILE PROCESSES TOTAL_MEMORY WORKSPACE` (limits in
+seconds, bytes and a count), with the code on stdin. It needs only the standard library: the
+sandbox's interpreter has nothing of Kennel installed. It forks; the child takes the rlimits
+and becomes `python -` (the code, read from the inherited stdin); this process reaps every
+process of the sandbox and polls what rlimits cannot bound: the number of processes, the
+memory of all of them together and the disk the workspace holds. Over a limit, or once the
+code's own process ends, it kills every other process of the sandbox, so nothing outlives a run.
+
+The code runs as the same user, so the watcher must be out of its reach: as PID 1 of its PID
+namespace it gets no signal it has no handler for (SIGKILL and SIGSTOP included), and as a
+non-dumpable process it cannot be traced or have its memory read. What the code can still do
+to it (lower its limits, renice it) only makes it fail, and when PID 1 ends the kernel ends
+every process of the sandbox: it fails closed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import resource
 import signal
+import stat
 import sys
 import time
+from dataclasses import dataclass
 
+WORKSPACE = "/workspace"
+TMPFS = ("/tmp", "/dev/shm")  # noqa: S108 - the sandbox's own, size-limited tmpfs mounts
 POLL_SECONDS = 0.02
-# bwrap's own init (pid 1) and this watcher share the sandbox's process table with the code.
-OVERHEAD = 2
+DISK_POLL_SECONDS = 0.1
+# The next workspace walk waits this many times as long as the last one took, so a workspace
+# of many files costs the watcher a bounded share of a core rather than all of it.
+WALK_SPACING = 5
+# The same rules measure the workspace here and in Kennel after the run (sandbox_workspace.py).
+MAX_DEPTH = 64
+BLOCK = 4096
+OPEN_FILES = 1024
+PR_SET_DUMPABLE = 4
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    cpu_seconds: int
+    memory_bytes: int
+    file_bytes: int
+    processes: int
+    total_memory_bytes: int
+    workspace_bytes: int
+
+    @classmethod
+    def parse(cls, arguments: list[str]) -> Limits:
+        return cls(*(int(argument) for argument in arguments))
 
 
 def main() -> int:
-    cpu_seconds, memory_bytes, file_bytes, processes = (int(arg) for arg in sys.argv[1:5])
+    limits = Limits.parse(sys.argv[1:])
+    _guard()
     child = os.fork()
     if child == 0:
-        _limit(cpu_seconds, memory_bytes, file_bytes, processes + OVERHEAD)
+        _limit(limits)
         os.execv(sys.executable, [sys.executable, "-s", "-"])  # noqa: S606 - fixed argv
-    return _watch(child, processes, cpu_seconds)
+    return Watch(child, limits).run()
 
 
-def _limit(cpu_seconds: int, memory_bytes: int, file_bytes: int, tasks: int) -> None:
+def _guard() -> None:
+    # Not dumpable: the code (same user) may not ptrace this process nor open its /proc files.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+    # Without a handler, SIGINT from inside the namespace is not delivered to PID 1 either.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.closerange(3, OPEN_FILES)
+
+
+def _limit(limits: Limits) -> None:
     # The soft CPU limit sends SIGXCPU, the hard one a second later SIGKILL.
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+    cpu = limits.cpu_seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    # This watcher counts against the user's processes too.
+    tasks = limits.processes + 1
     resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
 
 
-def _watch(child: int, processes: int, cpu_seconds: int) -> int:
-    # The kernel does not enforce RLIMIT_NPROC for processes whose real uid is root outside
-    # the user namespace (Kennel run as root): counting the sandbox's own /proc is the backstop.
-    while True:
-        pid, status = os.waitpid(child, os.WNOHANG)
-        if pid:
-            return _exit_code(status, cpu_seconds)
-        if _process_count() > processes + OVERHEAD:
-            os.kill(-1, signal.SIGKILL)  # every process of the sandbox but bwrap's and ours
-            os.waitpid(child, 0)
-            _say(f"more than {processes} processes: all of them were killed")
+class Watch:
+    """Reaps the sandbox's processes and kills them all when a shared limit is passed."""
+
+    def __init__(self, child: int, limits: Limits) -> None:
+        self._child = child
+        self._limits = limits
+        self._next_walk = 0.0
+        self._memfd_bytes = 0
+        self._cpu_seconds = 0.0
+
+    def run(self) -> int:
+        status: int | None = None
+        verdict: str | None = None
+        while status is None and verdict is None:
+            status = self._reap()
+            if status is None:
+                verdict = self._verdict()
+                time.sleep(POLL_SECONDS)
+        _kill_all()
+        if verdict is not None:
+            _say(f"{verdict}: all of its processes were killed")
             return 128 + signal.SIGKILL
-        time.sleep(POLL_SECONDS)
+        assert status is not None
+        return self._exit_code(status)
+
+    def _reap(self) -> int | None:
+        """Collect every ended process (orphans are ours to reap); the code's status if it ended."""
+        status = None
+        while True:
+            try:
+                pid, code, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return status
+            if pid == 0:
+                return status
+            if pid == self._child:
+                status = code
+                self._cpu_seconds = usage.ru_utime + usage.ru_stime
+
+    def _verdict(self) -> str | None:
+        limits = self._limits
+        pids = _processes()
+        if len(pids) > limits.processes:
+            return f"more than {limits.processes} processes"
+        now = time.monotonic()
+        if now >= self._next_walk:
+            used, too_deep = workspace_usage(WORKSPACE)
+            self._memfd_bytes = _memfd_bytes(pids)
+            self._next_walk = now + max(DISK_POLL_SECONDS, WALK_SPACING * (time.monotonic() - now))
+            if too_deep:
+                return f"folders nested more than {MAX_DEPTH} deep in the workspace"
+            if used > limits.workspace_bytes:
+                return f"the workspace went over {limits.workspace_bytes // MB} MB"
+        memory = sum(_resident_bytes(pid) for pid in pids) + _shared_bytes() + self._memfd_bytes
+        if memory > limits.total_memory_bytes:
+            return f"more than {limits.total_memory_bytes // MB} MB of memory in all"
+        return None
+
+    def _exit_code(self, status: int) -> int:
+        code = os.waitstatus_to_exitcode(status)
+        if code >= 0:
+            return code
+        number, limit = -code, self._limits.cpu_seconds
+        if number == signal.SIGXCPU or (number == signal.SIGKILL and self._cpu_seconds >= limit):
+            _say(f"CPU time limit of {limit} s reached")
+        else:
+            _say(f"killed by {signal.Signals(number).name}")
+        return 128 + number
 
 
-def _process_count() -> int:
-    return sum(name.isdigit() for name in os.listdir("/proc"))
+def _kill_all() -> None:
+    # From PID 1, -1 means every other process of the namespace; then reap them all.
+    with contextlib.suppress(ProcessLookupError):  # there was no other
+        os.kill(-1, signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
-def _exit_code(status: int, cpu_seconds: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return code
-    number = -code
-    if number == signal.SIGXCPU or (number == signal.SIGKILL and _cpu_spent() >= cpu_seconds):
-        _say(f"CPU time limit of {cpu_seconds} s reached")
-    else:
-        _say(f"killed by {signal.Signals(number).name}")
-    return 128 + number
+def _processes() -> list[int]:
+    own = os.getpid()
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) != own]
 
 
-def _cpu_spent() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _resident_bytes(pid: int) -> int:
+    """Private and shared-memory pages in RAM or swap; file pages are the page cache's."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            lines = status.read().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    counted = (b"RssAnon:", b"RssShmem:", b"VmSwap:")
+    return sum(int(line.split()[1]) * 1024 for line in lines if line.startswith(counted))
+
+
+def _shared_bytes() -> int:
+    """What the sandbox's tmpfs mounts and System V segments hold, mapped or not."""
+    used = 0
+    for mount in TMPFS:
+        info = os.statvfs(mount)
+        used += (info.f_blocks - info.f_bfree) * info.f_frsize
+    with open("/proc/sysvipc/shm", "rb") as segments:
+        header, *rows = segments.read().splitlines()
+    columns = header.split()
+    counted = [columns.index(name) for name in (b"rss", b"swap") if name in columns] or [
+        columns.index(b"size")
+    ]
+    return used + sum(int(row.split()[index]) for row in rows for index in counted)
+
+
+def _memfd_bytes(pids: list[int]) -> int:
+    """Memory files (`os.memfd_create`) held open by any process, each counted once."""
+    found: dict[tuple[int, int], int] = {}
+    for pid in pids:
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            path = f"/proc/{pid}/fd/{name}"
+            try:
+                if os.readlink(path).startswith("/memfd:"):
+                    info = os.stat(path)
+                    found[info.st_dev, info.st_ino] = info.st_blocks * 512
+            except OSError:
+                continue
+    return sum(found.values())
+
+
+def entry_bytes(info: os.stat_result) -> int:
+    """What one workspace entry counts for: its size or its blocks, and at least one block."""
+    return max(info.st_size, info.st_blocks * 512, BLOCK)
+
+
+def workspace_usage(root: str) -> tuple[int, bool]:
+    """The bytes the folder holds, and whether it nests folders more than MAX_DEPTH deep."""
+    used = 0
+    folders = [(root, 0)]
+    while folders:
+        folder, depth = folders.pop()
+        for entry in _entries(folder):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            used += entry_bytes(info)
+            if stat.S_ISDIR(info.st_mode):
+                if depth + 1 > MAX_DEPTH:
+                    return used, True
+                folders.append((entry.path, depth + 1))
+    return used, False
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # gone or replaced while walking: the code is still running
+    except PermissionError:
+        # The code's own folder, made unreadable to hide what it holds: open it up again.
+        os.chmod(folder, 0o700)
+        with os.scandir(folder) as entries:
+            return list(entries)
 
 
 def _say(message: str) -> None:

@@ -1,0 +1,221 @@
+"""What Kennel does to a workspace around a sandbox run: hand it over, measure it, roll it back.
+
+Kennel may run as root while the sandbox runs as an unprivileged user: before a run every entry
+of the workspace is given to that user (files Kennel wrote since, uploads and `write_file`, are
+root's and often 0600), after it again (which also clears set-user-ID bits the code set). The
+code may have planted symbolic links anywhere, and another run may be using the same workspace
+at the same time, so every step goes through directory descriptors opened without following
+links: no link, however placed or swapped in, leads Kennel out of the workspace.
+
+The same walk measures the workspace by the watcher's rules (`sandbox_init.entry_bytes`, at
+most `MAX_DEPTH` nested folders). A run that left it over its limit is rolled back: the entries
+it created are removed and, if that is not enough, files it grew are cut back to their size
+before the run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kennel.agent.tools.sandbox_init import MAX_DEPTH, entry_bytes
+
+Owner = tuple[int, int]
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+OWNER_ALL = 0o700
+SYSTEM_PATH = "/usr/bin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    inode: int
+    kind: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """The workspace at one moment: bytes used, too deep or not, every entry by its path."""
+
+    used: int
+    too_deep: bool
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def is_over(self, limit: int) -> bool:
+        return self.too_deep or self.used > limit
+
+
+def survey(root: Path, owner: Owner | None) -> Survey:
+    """Measure the workspace; with an owner (Kennel is root), give every entry to it."""
+    walk = _Walk(owner)
+    top = os.open(root, FOLDER_FLAGS)
+    if owner is not None:
+        os.chown(top, *owner)
+    # Depth first, one open descriptor per level (at most MAX_DEPTH + 1) with the subfolders
+    # it has left to visit: no recursion, however deep the code nested its folders.
+    stack = [(top, "", 0, walk.visit(top, "", 0))]
+    while stack:
+        descriptor, prefix, depth, subfolders = stack[-1]
+        if not subfolders:
+            os.close(descriptor)
+            stack.pop()
+            continue
+        name = subfolders.pop()
+        child = _open_folder(descriptor, name, repair=owner is None)
+        if child is not None:
+            path = f"{prefix}{name}/"
+            stack.append((child, path, depth + 1, walk.visit(child, path, depth + 1)))
+    return Survey(walk.used, walk.too_deep, walk.entries)
+
+
+class _Walk:
+    def __init__(self, owner: Owner | None) -> None:
+        self.owner = owner
+        self.used = 0
+        self.too_deep = False
+        self.entries: dict[str, Entry] = {}
+
+    def visit(self, descriptor: int, prefix: str, depth: int) -> list[str]:
+        """Count, and hand over, the entries of one folder; its subfolders to visit."""
+        subfolders: list[str] = []
+        for entry in _scan(descriptor):
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if self.owner is not None:
+                    os.chown(entry.name, *self.owner, dir_fd=descriptor, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed meanwhile by another run on the same workspace
+            self.entries[prefix + entry.name] = Entry(
+                info.st_ino, stat.S_IFMT(info.st_mode), info.st_size
+            )
+            self.used += entry_bytes(info)
+            if stat.S_ISDIR(info.st_mode):
+                if depth + 1 > MAX_DEPTH:
+                    self.too_deep = True
+                else:
+                    subfolders.append(entry.name)
+        return subfolders
+
+
+def roll_back(root: Path, before: Survey, after: Survey, limit: int, owner: Owner | None) -> str:
+    """Undo what a run over the limit left: its new entries, then if need be what it grew."""
+    new = {path for path, entry in after.entries.items() if _is_new(path, entry, before)}
+    grown = {
+        path
+        for path, entry in after.entries.items()
+        if path not in new and entry.kind == stat.S_IFREG and entry.size > before.entries[path].size
+    }
+    for path in sorted(new):
+        if _parent(path) not in new:
+            _remove(root, path)
+    if not survey(root, owner).is_over(limit):
+        return "the files it created were removed"
+    for path in sorted(grown):
+        _cut(root, path, before.entries[path])
+    return "the files it created were removed and those it grew cut back to their size before"
+
+
+def _is_new(path: str, entry: Entry, before: Survey) -> bool:
+    earlier = before.entries.get(path)
+    return earlier is None or (earlier.inode, earlier.kind) != (entry.inode, entry.kind)
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _scan(descriptor: int) -> list[os.DirEntry[str]]:
+    # scandir() works on a duplicate of the descriptor and leaves ours where it is.
+    with os.scandir(descriptor) as entries:
+        return list(entries)
+
+
+def _open_folder(parent: int, name: str, repair: bool) -> int | None:
+    """A subfolder's descriptor, or None if it is gone or was swapped for something else."""
+    try:
+        if repair:
+            _give_owner_all(parent, name)
+        return os.open(name, FOLDER_FLAGS, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a symbolic link now stands where the folder was
+            return None
+        raise
+
+
+def _give_owner_all(parent: int, name: str) -> None:
+    """Kennel and the sandbox are the same user: let it read, enter and empty its folders again.
+
+    The code may have taken those rights away to hide what a folder holds; chmod goes through
+    a descriptor opened without following links (O_PATH), by its /proc name.
+    """
+    handle = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        mode = os.fstat(handle).st_mode
+        if mode & OWNER_ALL != OWNER_ALL:
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | OWNER_ALL)
+    finally:
+        os.close(handle)
+
+
+def _open_parent(root: Path, path: str) -> int | None:
+    descriptor = os.open(root, FOLDER_FLAGS)
+    folders = _parent(path).split("/") if "/" in path else []
+    for name in folders:
+        child = _open_folder(descriptor, name, repair=False)
+        os.close(descriptor)
+        if child is None:
+            return None
+        descriptor = child
+    return descriptor
+
+
+def _remove(root: Path, path: str) -> None:
+    parent = _open_parent(root, path)
+    if parent is None:
+        return
+    name = path.rpartition("/")[2]
+    try:
+        info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(name, dir_fd=parent)
+            return
+        # rm removes a tree of any depth without following links; the parent is reached
+        # through our descriptor, so no component of the path is looked up again.
+        rm = shutil.which("rm", path=SYSTEM_PATH) or "rm"
+        subprocess.run(  # noqa: S603 - a fixed argv, no shell
+            [rm, "-rf", "--one-file-system", "--", f"/proc/self/fd/{parent}/{name}"],
+            pass_fds=(parent,),
+            env={},
+            check=False,
+            capture_output=True,
+        )
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(parent)
+
+
+def _cut(root: Path, path: str, earlier: Entry) -> None:
+    parent = _open_parent(root, path)
+    if parent is None:
+        return
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        handle = os.open(path.rpartition("/")[2], flags, dir_fd=parent)
+    except OSError:
+        return
+    finally:
+        os.close(parent)
+    try:
+        info = os.fstat(handle)
+        if info.st_ino == earlier.inode and stat.S_ISREG(info.st_mode):
+            os.ftruncate(handle, earlier.size)
+    finally:
+        os.close(handle)
