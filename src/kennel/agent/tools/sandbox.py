@@ -107,7 +107,7 @@ class Sandbox:
         out, out_truncated = stdout.text()
         err, err_truncated = stderr.text()
         if note is not None:
-            err += f"[sandbox: the workspace went over its limit of {limit // MB} MB: {note}]\n"
+            err += f"[sandbox: {note}]\n"
         return SandboxResult(
             exit_code=None if timed_out else process.returncode,
             stdout=out,

@@ -23,11 +23,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kennel.agent.tools.sandbox_init import MAX_DEPTH, entry_bytes
+from kennel.agent.tools.sandbox_init import MAX_DEPTH, MB, entry_bytes
 
 Owner = tuple[int, int]
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OWNER_ALL = 0o700
+OWNER_READ_WRITE = 0o600
 SYSTEM_PATH = "/usr/bin:/bin"
 
 
@@ -66,7 +67,7 @@ def survey(root: Path, owner: Owner | None) -> Survey:
             stack.pop()
             continue
         name = subfolders.pop()
-        child = _open_folder(descriptor, name, repair=owner is None)
+        child = _open_folder(descriptor, name)
         if child is not None:
             path = f"{prefix}{name}/"
             stack.append((child, path, depth + 1, walk.visit(child, path, depth + 1)))
@@ -88,6 +89,8 @@ class _Walk:
                 info = entry.stat(follow_symlinks=False)
                 if self.owner is not None:
                     os.chown(entry.name, *self.owner, dir_fd=descriptor, follow_symlinks=False)
+                else:
+                    _repair(descriptor, entry.name, info)
             except FileNotFoundError:
                 continue  # removed meanwhile by another run on the same workspace
             self.entries[prefix + entry.name] = Entry(
@@ -103,7 +106,14 @@ class _Walk:
 
 
 def roll_back(root: Path, before: Survey, after: Survey, limit: int, owner: Owner | None) -> str:
-    """Undo what a run over the limit left: its new entries, then if need be what it grew."""
+    """Undo what a run over the limit left: its new entries, then if need be what it grew.
+
+    Returns what was wrong and what was done, for the run's stderr.
+    """
+    if after.too_deep:
+        wrong = f"the workspace nests folders more than {MAX_DEPTH} deep"
+    else:
+        wrong = f"the workspace went over its limit of {limit // MB} MB"
     new = {path for path, entry in after.entries.items() if _is_new(path, entry, before)}
     grown = {
         path
@@ -114,10 +124,12 @@ def roll_back(root: Path, before: Survey, after: Survey, limit: int, owner: Owne
         if _parent(path) not in new:
             _remove(root, path)
     if not survey(root, owner).is_over(limit):
-        return "the files it created were removed"
+        return f"{wrong}: the files it created were removed"
     for path in sorted(grown):
         _cut(root, path, before.entries[path])
-    return "the files it created were removed and those it grew cut back to their size before"
+    return (
+        f"{wrong}: the files it created were removed, those it grew cut back to their size before"
+    )
 
 
 def _is_new(path: str, entry: Entry, before: Survey) -> bool:
@@ -135,11 +147,9 @@ def _scan(descriptor: int) -> list[os.DirEntry[str]]:
         return list(entries)
 
 
-def _open_folder(parent: int, name: str, repair: bool) -> int | None:
+def _open_folder(parent: int, name: str) -> int | None:
     """A subfolder's descriptor, or None if it is gone or was swapped for something else."""
     try:
-        if repair:
-            _give_owner_all(parent, name)
         return os.open(name, FOLDER_FLAGS, dir_fd=parent)
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -149,17 +159,23 @@ def _open_folder(parent: int, name: str, repair: bool) -> int | None:
         raise
 
 
-def _give_owner_all(parent: int, name: str) -> None:
-    """Kennel and the sandbox are the same user: let it read, enter and empty its folders again.
+def _repair(parent: int, name: str, info: os.stat_result) -> None:
+    """Kennel and the sandbox are the same user: give that user its rights back.
 
-    The code may have taken those rights away to hide what a folder holds; chmod goes through
-    a descriptor opened without following links (O_PATH), by its /proc name.
+    The code may have taken them away from its files and folders, to hide what a folder holds
+    or keep Kennel from reading a file. chmod goes through a descriptor opened without
+    following links (O_PATH), by its /proc name.
     """
-    handle = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    needed = OWNER_ALL if stat.S_ISDIR(info.st_mode) else OWNER_READ_WRITE
+    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        return
+    if info.st_mode & needed == needed:
+        return
+    handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
         mode = os.fstat(handle).st_mode
-        if mode & OWNER_ALL != OWNER_ALL:
-            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | OWNER_ALL)
+        if stat.S_IFMT(mode) == stat.S_IFMT(info.st_mode):
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | needed)
     finally:
         os.close(handle)
 
@@ -168,7 +184,7 @@ def _open_parent(root: Path, path: str) -> int | None:
     descriptor = os.open(root, FOLDER_FLAGS)
     folders = _parent(path).split("/") if "/" in path else []
     for name in folders:
-        child = _open_folder(descriptor, name, repair=False)
+        child = _open_folder(descriptor, name)
         os.close(descriptor)
         if child is None:
             return None
