@@ -222,7 +222,7 @@ async def test_memory_of_all_processes_together_is_capped(tmp_path: Path, worksp
     result = await sandbox.run_python(code, workspace)
     assert not result.timed_out
     assert result.exit_code == 137
-    assert "[sandbox: more than 200 MB of memory in all: all of its processes were killed]" in (
+    assert "[sandbox: more than 200 MB of memory in all: every process of this run was killed]" in (
         result.stderr
     )
     assert "survived" not in result.stdout
@@ -281,7 +281,7 @@ async def test_disk_filling_is_stopped_and_rolled_back(tmp_path: Path, workspace
     )
     result = await sandbox.run_python(code, workspace)
     assert result.exit_code == 137
-    assert "[sandbox: the workspace went over 5 MB: all of its processes were killed]" in (
+    assert "[sandbox: the workspace went over 5 MB: every process of this run was killed]" in (
         result.stderr
     )
     assert "the workspace went over its limit of 5 MB: the files it created were removed" in (
@@ -417,6 +417,20 @@ async def test_kennel_files_stay_editable_and_sandbox_files_usable(
         "print(open('notes/input.txt').read(), end='')", workspace
     )
     assert again.stdout == "rewritten by kennel\n"
+
+
+async def test_no_set_id_file_is_left_on_the_host(tmp_path: Path, workspace: Path) -> None:
+    code = (
+        "import os, shutil, sys\n"
+        "shutil.copy(sys.executable, 'shell')\n"
+        "os.chmod('shell', 0o6755)\n"
+        "print(oct(os.stat('shell').st_mode & 0o7777))\n"
+    )
+    result = await sandbox_for(tmp_path).run_python(code, workspace)
+    assert (result.exit_code, result.stdout) == (0, "0o6755\n"), result.stderr
+    mode = (workspace / "shell").stat().st_mode
+    assert mode & (stat.S_ISUID | stat.S_ISGID) == 0
+    assert stat.S_IMODE(mode) == 0o755
 
 
 async def test_planted_links_lead_kennel_nowhere(tmp_path: Path, workspace: Path) -> None:

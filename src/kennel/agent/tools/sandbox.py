@@ -120,7 +120,10 @@ class Sandbox:
 
     def _settle(self, workspace: Path, before: Survey, limit: int) -> str | None:
         """Hand the workspace back over and roll the run back if it left it over its limit."""
-        after = survey(workspace, self._owner)
+        try:
+            after = survey(workspace, self._owner)
+        except FileNotFoundError:  # the workspace was deleted meanwhile: nothing to settle
+            return None
         if not after.is_over(limit):
             return None
         return roll_back(workspace, before, after, limit, self._owner)

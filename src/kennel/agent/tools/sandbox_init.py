@@ -111,7 +111,7 @@ class Watch:
                 time.sleep(POLL_SECONDS)
         _kill_all()
         if verdict is not None:
-            _say(f"{verdict}: all of its processes were killed")
+            _say(f"{verdict}: every process of this run was killed")
             return 128 + signal.SIGKILL
         assert status is not None
         return self._exit_code(status)
@@ -194,8 +194,11 @@ def _shared_bytes() -> int:
     for mount in TMPFS:
         info = os.statvfs(mount)
         used += (info.f_blocks - info.f_bfree) * info.f_frsize
-    with open("/proc/sysvipc/shm", "rb") as segments:
-        header, *rows = segments.read().splitlines()
+    try:
+        with open("/proc/sysvipc/shm", "rb") as segments:
+            header, *rows = segments.read().splitlines()
+    except FileNotFoundError:  # a kernel without System V IPC
+        return used
     columns = header.split()
     counted = [columns.index(name) for name in (b"rss", b"swap") if name in columns] or [
         columns.index(b"size")

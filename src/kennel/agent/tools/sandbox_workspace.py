@@ -29,6 +29,7 @@ Owner = tuple[int, int]
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 OWNER_ALL = 0o700
 OWNER_READ_WRITE = 0o600
+SET_ID = stat.S_ISUID | stat.S_ISGID
 SYSTEM_PATH = "/usr/bin:/bin"
 
 
@@ -88,7 +89,7 @@ class _Walk:
             try:
                 info = entry.stat(follow_symlinks=False)
                 if self.owner is not None:
-                    os.chown(entry.name, *self.owner, dir_fd=descriptor, follow_symlinks=False)
+                    _hand_over(descriptor, entry.name, info, self.owner)
                 else:
                     _repair(descriptor, entry.name, info)
             except FileNotFoundError:
@@ -159,23 +160,37 @@ def _open_folder(parent: int, name: str) -> int | None:
         raise
 
 
+def _hand_over(parent: int, name: str, info: os.stat_result, owner: Owner) -> None:
+    """Give the entry (never what a link points to) to the sandbox user.
+
+    chown also clears the set-user-ID bit (and set-group-ID of group-executable files) the
+    code may have set: an entry already the user's is chowned again when it has one.
+    """
+    setid = stat.S_ISREG(info.st_mode) and info.st_mode & SET_ID
+    if (info.st_uid, info.st_gid) != owner or setid:
+        os.chown(name, *owner, dir_fd=parent, follow_symlinks=False)
+
+
 def _repair(parent: int, name: str, info: os.stat_result) -> None:
-    """Kennel and the sandbox are the same user: give that user its rights back.
+    """Kennel and the sandbox are the same user: give that user its rights back, no more.
 
     The code may have taken them away from its files and folders, to hide what a folder holds
-    or keep Kennel from reading a file. chmod goes through a descriptor opened without
-    following links (O_PATH), by its /proc name.
+    or keep Kennel from reading a file; and a set-user-ID file of Kennel's user would let
+    anyone on the host act as Kennel. chmod goes through a descriptor opened without following
+    links (O_PATH), by its /proc name.
     """
-    needed = OWNER_ALL if stat.S_ISDIR(info.st_mode) else OWNER_READ_WRITE
-    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+    if stat.S_ISDIR(info.st_mode):
+        wanted = stat.S_IMODE(info.st_mode) | OWNER_ALL
+    elif stat.S_ISREG(info.st_mode):
+        wanted = (stat.S_IMODE(info.st_mode) | OWNER_READ_WRITE) & ~SET_ID
+    else:
         return
-    if info.st_mode & needed == needed:
+    if wanted == stat.S_IMODE(info.st_mode):
         return
     handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
-        mode = os.fstat(handle).st_mode
-        if stat.S_IFMT(mode) == stat.S_IFMT(info.st_mode):
-            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(mode) | needed)
+        if stat.S_IFMT(os.fstat(handle).st_mode) == stat.S_IFMT(info.st_mode):
+            os.chmod(f"/proc/self/fd/{handle}", wanted)
     finally:
         os.close(handle)
 
