@@ -292,6 +292,29 @@ async def test_disk_filling_is_stopped_and_rolled_back(tmp_path: Path, workspace
     assert (workspace / "keep.txt").read_text() == "from before"
 
 
+async def test_a_locked_folder_hides_nothing_from_the_watcher(
+    tmp_path: Path, workspace: Path
+) -> None:
+    sandbox = sandbox_for(tmp_path, sandbox_workspace_mb=5)
+    code = (
+        "import os, time\n"
+        "os.mkdir('hidden')\n"
+        "blob = open('hidden/blob', 'wb')\n"
+        "os.chmod('hidden', 0)\n"
+        "for _ in range(60):\n"
+        "    blob.write(bytes(1024 * 1024))\n"
+        "    blob.flush()\n"
+        "    time.sleep(0.02)\n"
+        "print('hid it')\n"
+    )
+    result = await sandbox.run_python(code, workspace)
+    assert "[sandbox: the workspace went over 5 MB: every process of this run was killed]" in (
+        result.stderr
+    )
+    assert "hid it" not in result.stdout
+    assert list(workspace.iterdir()) == []
+
+
 async def test_a_quick_fill_is_rolled_back_after_the_run(tmp_path: Path, workspace: Path) -> None:
     (workspace / "log.txt").write_text("line\n")
     sandbox = sandbox_for(tmp_path, sandbox_workspace_mb=4)

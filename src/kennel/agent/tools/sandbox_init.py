@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import resource
 import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 WORKSPACE = "/workspace"
@@ -38,9 +40,12 @@ WALK_SPACING = 5
 # The same rules measure the workspace here and in Kennel after the run (sandbox_workspace.py).
 MAX_DEPTH = 64
 BLOCK = 4096
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+OWNER_ALL = 0o700
 OPEN_FILES = 1024
 PR_SET_DUMPABLE = 4
 MB = 1024 * 1024
+Visit = Callable[[int, str, str, os.stat_result], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +142,7 @@ class Watch:
             return f"more than {limits.processes} processes"
         now = time.monotonic()
         if now >= self._next_walk:
-            used, too_deep = workspace_usage(WORKSPACE)
+            used, too_deep = workspace_usage(WORKSPACE, _open_up)
             self._memfd_bytes = _memfd_bytes(pids)
             self._next_walk = now + max(DISK_POLL_SECONDS, WALK_SPACING * (time.monotonic() - now))
             if too_deep:
@@ -230,36 +235,79 @@ def entry_bytes(info: os.stat_result) -> int:
     return max(info.st_size, info.st_blocks * 512, BLOCK)
 
 
-def workspace_usage(root: str) -> tuple[int, bool]:
-    """The bytes the folder holds, and whether it nests folders more than MAX_DEPTH deep."""
-    used = 0
-    folders = [(root, 0)]
-    while folders:
-        folder, depth = folders.pop()
-        for entry in _entries(folder):
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            used += entry_bytes(info)
-            if stat.S_ISDIR(info.st_mode):
-                if depth + 1 > MAX_DEPTH:
-                    return used, True
-                folders.append((entry.path, depth + 1))
-    return used, False
+def workspace_usage(root: str, visit: Visit | None = None) -> tuple[int, bool]:
+    """The bytes the folder holds, and whether it nests folders more than MAX_DEPTH deep.
+
+    `visit(folder, name, path, info)` sees each entry before it is counted or entered: its
+    folder's descriptor, its name, its path from `root` and its lstat. Folders are opened by
+    descriptor, one level from the other, never through a symbolic link: the code may swap
+    links in while this runs (Kennel walks as root). Depth first, at most MAX_DEPTH + 1 open
+    descriptors, no recursion.
+    """
+    used, too_deep = 0, False
+    stack: list[tuple[int, str, list[str]]] = []
+    folder: int | None = os.open(root, FOLDER_FLAGS)
+    prefix = ""
+    while folder is not None or stack:
+        if folder is not None:
+            depth = prefix.count("/") + 1
+            subfolders: list[str] = []
+            for entry in _scan(folder):
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                    if visit is not None:
+                        visit(folder, entry.name, prefix + entry.name, info)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                used += entry_bytes(info)
+                if stat.S_ISDIR(info.st_mode):
+                    too_deep = too_deep or depth > MAX_DEPTH
+                    if depth <= MAX_DEPTH:
+                        subfolders.append(entry.name)
+            stack.append((folder, prefix, subfolders))
+        parent, parent_prefix, left = stack[-1]
+        if left:
+            name = left.pop()
+            folder, prefix = open_folder(parent, name), f"{parent_prefix}{name}/"
+        else:
+            os.close(parent)
+            stack.pop()
+            folder = None
+    return used, too_deep
 
 
-def _entries(folder: str) -> list[os.DirEntry[str]]:
+def open_folder(parent: int, name: str) -> int | None:
+    """A subfolder's descriptor, or None if it is gone or was swapped for something else."""
     try:
-        with os.scandir(folder) as entries:
-            return list(entries)
+        return os.open(name, FOLDER_FLAGS, dir_fd=parent)
     except (FileNotFoundError, NotADirectoryError):
-        return []  # gone or replaced while walking: the code is still running
-    except PermissionError:
-        # The code's own folder, made unreadable to hide what it holds: open it up again.
-        os.chmod(folder, 0o700)
-        with os.scandir(folder) as entries:
-            return list(entries)
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a symbolic link now stands where the folder was
+            return None
+        raise
+
+
+def set_mode(parent: int, name: str, kind: int, mode: int) -> None:
+    """chmod an entry without following a link: through an O_PATH descriptor's /proc name."""
+    handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        if stat.S_IFMT(os.fstat(handle).st_mode) == kind:
+            os.chmod(f"/proc/self/fd/{handle}", mode)
+    finally:
+        os.close(handle)
+
+
+def _open_up(parent: int, name: str, path: str, info: os.stat_result) -> None:
+    # The code's own folders, locked to hide what they hold: the watcher opens them again.
+    if stat.S_ISDIR(info.st_mode) and info.st_mode & OWNER_ALL != OWNER_ALL:
+        set_mode(parent, name, stat.S_IFDIR, stat.S_IMODE(info.st_mode) | OWNER_ALL)
+
+
+def _scan(folder: int) -> list[os.DirEntry[str]]:
+    # scandir() reads a duplicate of the descriptor and leaves ours as it was.
+    with os.scandir(folder) as entries:
+        return list(entries)
 
 
 def _say(message: str) -> None:

@@ -7,15 +7,14 @@ code may have planted symbolic links anywhere, and another run may be using the 
 at the same time, so every step goes through directory descriptors opened without following
 links: no link, however placed or swapped in, leads Kennel out of the workspace.
 
-The same walk measures the workspace by the watcher's rules (`sandbox_init.entry_bytes`, at
-most `MAX_DEPTH` nested folders). A run that left it over its limit is rolled back: the entries
-it created are removed and, if that is not enough, files it grew are cut back to their size
-before the run.
+The walk is the watcher's own (`sandbox_init.workspace_usage`), so Kennel measures by the very
+rules the watcher enforced during the run. A run that left the workspace over its limit is
+rolled back: the entries it created are removed and, if that is not enough, files it grew are
+cut back to their size before the run.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -23,11 +22,17 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kennel.agent.tools.sandbox_init import MAX_DEPTH, MB, entry_bytes
+from kennel.agent.tools.sandbox_init import (
+    FOLDER_FLAGS,
+    MAX_DEPTH,
+    MB,
+    OWNER_ALL,
+    open_folder,
+    set_mode,
+    workspace_usage,
+)
 
 Owner = tuple[int, int]
-FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-OWNER_ALL = 0o700
 OWNER_READ_WRITE = 0o600
 SET_ID = stat.S_ISUID | stat.S_ISGID
 SYSTEM_PATH = "/usr/bin:/bin"
@@ -54,56 +59,19 @@ class Survey:
 
 def survey(root: Path, owner: Owner | None) -> Survey:
     """Measure the workspace; with an owner (Kennel is root), give every entry to it."""
-    walk = _Walk(owner)
-    top = os.open(root, FOLDER_FLAGS)
+    entries: dict[str, Entry] = {}
+
+    def visit(folder: int, name: str, path: str, info: os.stat_result) -> None:
+        if owner is not None:
+            _hand_over(folder, name, info, owner)
+        else:
+            _repair(folder, name, info)
+        entries[path] = Entry(info.st_ino, stat.S_IFMT(info.st_mode), info.st_size)
+
     if owner is not None:
-        os.chown(top, *owner)
-    # Depth first, one open descriptor per level (at most MAX_DEPTH + 1) with the subfolders
-    # it has left to visit: no recursion, however deep the code nested its folders.
-    stack = [(top, "", 0, walk.visit(top, "", 0))]
-    while stack:
-        descriptor, prefix, depth, subfolders = stack[-1]
-        if not subfolders:
-            os.close(descriptor)
-            stack.pop()
-            continue
-        name = subfolders.pop()
-        child = _open_folder(descriptor, name)
-        if child is not None:
-            path = f"{prefix}{name}/"
-            stack.append((child, path, depth + 1, walk.visit(child, path, depth + 1)))
-    return Survey(walk.used, walk.too_deep, walk.entries)
-
-
-class _Walk:
-    def __init__(self, owner: Owner | None) -> None:
-        self.owner = owner
-        self.used = 0
-        self.too_deep = False
-        self.entries: dict[str, Entry] = {}
-
-    def visit(self, descriptor: int, prefix: str, depth: int) -> list[str]:
-        """Count, and hand over, the entries of one folder; its subfolders to visit."""
-        subfolders: list[str] = []
-        for entry in _scan(descriptor):
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if self.owner is not None:
-                    _hand_over(descriptor, entry.name, info, self.owner)
-                else:
-                    _repair(descriptor, entry.name, info)
-            except FileNotFoundError:
-                continue  # removed meanwhile by another run on the same workspace
-            self.entries[prefix + entry.name] = Entry(
-                info.st_ino, stat.S_IFMT(info.st_mode), info.st_size
-            )
-            self.used += entry_bytes(info)
-            if stat.S_ISDIR(info.st_mode):
-                if depth + 1 > MAX_DEPTH:
-                    self.too_deep = True
-                else:
-                    subfolders.append(entry.name)
-        return subfolders
+        os.chown(root, *owner, follow_symlinks=False)
+    used, too_deep = workspace_usage(str(root), visit)
+    return Survey(used, too_deep, entries)
 
 
 def roll_back(root: Path, before: Survey, after: Survey, limit: int, owner: Owner | None) -> str:
@@ -142,24 +110,6 @@ def _parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
-def _scan(descriptor: int) -> list[os.DirEntry[str]]:
-    # scandir() works on a duplicate of the descriptor and leaves ours where it is.
-    with os.scandir(descriptor) as entries:
-        return list(entries)
-
-
-def _open_folder(parent: int, name: str) -> int | None:
-    """A subfolder's descriptor, or None if it is gone or was swapped for something else."""
-    try:
-        return os.open(name, FOLDER_FLAGS, dir_fd=parent)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:  # a symbolic link now stands where the folder was
-            return None
-        raise
-
-
 def _hand_over(parent: int, name: str, info: os.stat_result, owner: Owner) -> None:
     """Give the entry (never what a link points to) to the sandbox user.
 
@@ -187,19 +137,14 @@ def _repair(parent: int, name: str, info: os.stat_result) -> None:
         return
     if wanted == stat.S_IMODE(info.st_mode):
         return
-    handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-    try:
-        if stat.S_IFMT(os.fstat(handle).st_mode) == stat.S_IFMT(info.st_mode):
-            os.chmod(f"/proc/self/fd/{handle}", wanted)
-    finally:
-        os.close(handle)
+    set_mode(parent, name, stat.S_IFMT(info.st_mode), wanted)
 
 
 def _open_parent(root: Path, path: str) -> int | None:
     descriptor = os.open(root, FOLDER_FLAGS)
     folders = _parent(path).split("/") if "/" in path else []
     for name in folders:
-        child = _open_folder(descriptor, name)
+        child = open_folder(descriptor, name)
         os.close(descriptor)
         if child is None:
             return None
