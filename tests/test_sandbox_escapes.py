@@ -345,7 +345,6 @@ async def test_deeply_nested_folders_are_refused_and_removed(
     assert "the workspace nests folders more than 64 deep: the files it created were removed" in (
         result.stderr
     )
-    assert "nested" not in result.stdout
     assert list(workspace.iterdir()) == []
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -31,8 +32,10 @@ from kennel.agent.tools.sandbox_workspace import Survey, roll_back, survey
 from kennel.config import MB, Settings
 from kennel.errors import KennelError
 
-PROBE_TIMEOUT_SECONDS = 10.0
+# Three interpreter starts (launcher, watcher, code): generous for a loaded machine at boot.
+PROBE_TIMEOUT_SECONDS = 30.0
 READ_CHUNK = 64 * 1024
+logger = logging.getLogger(__name__)
 
 
 class SandboxUnavailableError(KennelError):
@@ -122,11 +125,16 @@ class Sandbox:
         """Hand the workspace back over and roll the run back if it left it over its limit."""
         try:
             after = survey(workspace, self._owner)
+            if not after.is_over(limit):
+                return None
+            return roll_back(workspace, before, after, limit, self._owner)
         except FileNotFoundError:  # the workspace was deleted meanwhile: nothing to settle
             return None
-        if not after.is_over(limit):
-            return None
-        return roll_back(workspace, before, after, limit, self._owner)
+        except OSError as error:
+            # Runs in a `finally`: an error here must not hide the run's own outcome or its
+            # cancellation. Said in the run's stderr and logged for the operator.
+            logger.warning("could not check the workspace %s after a run: %s", workspace, error)
+            return f"the workspace could not be checked after the run: {error}"
 
     def _init_pipe(self) -> int:
         """A pipe holding the watcher's source, for bwrap to copy into the sandbox."""
