@@ -65,7 +65,7 @@ async def test_kernel_settings_and_triggers_cannot_be_written(
     code = (
         "import json, os\n"
         "refused = []\n"
-        f"for target in ['/proc/sys/vm/swappiness', '/proc/sysrq-trigger']:\n"
+        "for target in ['/proc/sys/vm/swappiness', '/proc/sysrq-trigger']:\n"
         "    try:\n"
         f"        open(target, 'w').write({wanted!r} if 'sys/' in target else 'h')\n"
         "    except OSError as error:\n"
