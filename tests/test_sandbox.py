@@ -9,22 +9,13 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from kennel.agent.tools.sandbox import Sandbox, SandboxUnavailableError
 from kennel.config import Settings
-
-
-def sandbox_for(tmp_path: Path, **overrides: Any) -> Sandbox:
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "sandbox_timeout_seconds": 30}
-    values.update(overrides)
-    sandbox = Sandbox(Settings(**values))
-    # The suite needs bubblewrap (`make install` installs it): fail, don't skip, without it.
-    assert sandbox.available, sandbox.unavailable_reason
-    return sandbox
+from sandboxes import sandbox_for
 
 
 @pytest.fixture

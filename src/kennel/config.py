@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     sandbox_memory_mb: int = Field(default=1024, ge=64)
     sandbox_max_file_mb: int = Field(default=64, ge=1)
     sandbox_max_processes: int = Field(default=64, ge=1)
+    sandbox_total_memory_mb: int = Field(default=2048, ge=64)
+    sandbox_workspace_mb: int = Field(default=1024, ge=1)
+    sandbox_user: str = Field(default="nobody", min_length=1)
     sandbox_output_bytes: int = Field(default=64 * 1024, ge=1024)
 
     web_timeout_seconds: float = Field(default=30.0, gt=0)

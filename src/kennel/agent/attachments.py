@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Sequence, Set
 from pathlib import PurePosixPath
 
-from kennel.agent.tools.sandbox import WORKSPACE
+from kennel.agent.tools.sandbox_command import WORKSPACE
 from kennel.models import AttachedFile
 
 MAX_LISTED = 50
