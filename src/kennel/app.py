@@ -20,6 +20,8 @@ from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
 from kennel.config import Settings
+from kennel.dashboard import site
+from kennel.dashboard.deps import Dashboard
 from kennel.files.workspace import Workspaces
 from kennel.mail.smtp import SmtpGateway
 from kennel.models import JSONObject
@@ -31,6 +33,7 @@ from kennel.services.mail import MailService
 from kennel.services.mailer import Mailer
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
+from kennel.services.sessions import SessionService, load_or_create_secret
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.turns import TurnService
 from kennel.services.webhooks import WebhookService
@@ -50,6 +53,7 @@ class Kennel:
     store: Store
     catalog: ModelCatalog
     services: Services
+    dashboard: Dashboard
     turns: TurnService
     runner: Runner
     scheduler: DueLoop
@@ -82,6 +86,20 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
     )
+    dashboard = Dashboard(
+        settings=settings,
+        auth=services.auth,
+        sessions=SessionService(
+            store,
+            services.auth,
+            load_or_create_secret(settings.data_dir, settings.session_secret),
+            settings.session_days * 86_400,
+        ),
+        workers=services.workers,
+        tasks=services.tasks,
+        schedules=services.schedules,
+        webhooks=services.webhooks,
+    )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
     wakeups = store.database.wakeups
@@ -106,6 +124,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         store,
         catalog,
         services,
+        dashboard,
         turns,
         runner,
         scheduler,
@@ -189,4 +208,5 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
+    site.install(app, kennel.dashboard)
     return app

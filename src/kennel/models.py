@@ -75,6 +75,14 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Session:
+    """A dashboard sign-in: the caller behind it and the token its forms must carry."""
+
+    principal: Principal
+    csrf_token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Worker:
     id: str
     organization_id: str
@@ -94,6 +102,18 @@ class Worker:
         return self.organization_id == principal.organization_id and (
             self.visibility is Visibility.PUBLIC or self.user_id == principal.user_id
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOverview:
+    """A worker as the workers page lists it: with how much it has been used."""
+
+    worker: Worker
+    task_count: int
+    """Its tasks that are not archived."""
+    credits: int
+    """Credits of all its tasks, archived ones included: they were spent."""
+    last_run_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
 from kennel.api.sse import sse_response, task_events
-from kennel.api.uploads import read_multipart
+from kennel.files.uploads import read_multipart
 from kennel.models import TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
 from kennel.storage import TaskSnapshot

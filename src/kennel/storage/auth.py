@@ -76,6 +76,14 @@ class AuthStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else Principal(row.organization_id, row.user_id, row.id)
 
+    async def principal_for_key_id(self, key_id: str) -> Principal | None:
+        """The owner of a key that is still active, by the key's id (dashboard sessions)."""
+        query = sa.select(api_keys.c.id, api_keys.c.organization_id, api_keys.c.user_id).where(
+            api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else Principal(row.organization_id, row.user_id, row.id)
+
     async def count_api_keys(self) -> int:
         query = sa.select(sa.func.count()).select_from(api_keys)
         return int(await self._db.read(lambda conn: conn.execute(query).scalar_one()))

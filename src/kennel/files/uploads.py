@@ -1,4 +1,4 @@
-"""Multipart bodies of `POST /api/tasks` (spec §5, §16.15): any file part is an upload."""
+"""Multipart bodies (spec §5, §16.15): text parts are fields, any file part is an upload."""
 
 from __future__ import annotations
 
