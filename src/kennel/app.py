@@ -75,26 +75,29 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     workspaces = Workspaces(settings.workspaces_dir, clock)
     worker_service = WorkerService(store, workspaces, catalog, clock, settings, runtime)
     schedule_service = ScheduleService(store, worker_service, clock, settings)
+    auth = AuthService(store, clock)
+    sessions = SessionService(
+        store,
+        auth,
+        load_or_create_secret(settings.data_dir, settings.session_secret),
+        settings.session_days * 86_400,
+    )
     services = Services(
         settings=settings,
         store=store,
-        auth=AuthService(store, clock),
+        auth=auth,
         workers=worker_service,
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         wire=Wire(settings.base_url),
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
+        sessions=sessions,
     )
     dashboard = Dashboard(
         settings=settings,
         auth=services.auth,
-        sessions=SessionService(
-            store,
-            services.auth,
-            load_or_create_secret(settings.data_dir, settings.session_secret),
-            settings.session_days * 86_400,
-        ),
+        sessions=sessions,
         workers=services.workers,
         tasks=services.tasks,
         schedules=services.schedules,

@@ -13,6 +13,7 @@ from kennel.models import Principal
 from kennel.services.auth import AuthService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
+from kennel.services.sessions import SessionService
 from kennel.services.tasks import TaskService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
@@ -32,6 +33,8 @@ class Services:
     wire: Wire
     schedules: ScheduleService
     webhooks: WebhookService
+    sessions: SessionService
+    """Dashboard sessions: file links (`Worker.files[].url`) also open in a signed-in browser."""
 
 
 async def services(request: Request) -> Services:
