@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -97,23 +99,26 @@ def _origin_of(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-async def posted(request: Request) -> Posted:
-    """The form of a POST, after checking the session, its Origin and its CSRF token."""
+async def posted(request: Request) -> AsyncIterator[Posted]:
+    """The form of a POST, after checking the session, its Origin and its CSRF token; uploads
+    stay readable until the handler is done."""
     session = await signed_in(request)
     app: Dashboard = request.app.state.dashboard
     check_origin(request, app.settings)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        fields, uploads = await read_multipart(request, app.settings)
-    else:
-        form: FormData = await request.form(max_files=0, max_fields=1000)
-        fields, uploads = {k: v for k, v in form.multi_items() if isinstance(v, str)}, []
-    token = request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)
-    if not is_valid_csrf(session, token if isinstance(token, str) else None):
-        raise PermissionDeniedError(
-            "this form has expired or was not sent from the dashboard; reload and try again",
-            code="csrf_failed",
-        )
-    return Posted(session, fields, uploads)
+    async with AsyncExitStack() as uploaded:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            multipart = read_multipart(request, app.settings)
+            fields, uploads = await uploaded.enter_async_context(multipart)
+        else:
+            form: FormData = await request.form(max_files=0, max_fields=1000)
+            fields, uploads = {k: v for k, v in form.multi_items() if isinstance(v, str)}, []
+        token = request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)
+        if not is_valid_csrf(session, token if isinstance(token, str) else None):
+            raise PermissionDeniedError(
+                "this form has expired or was not sent from the dashboard; reload and try again",
+                code="csrf_failed",
+            )
+        yield Posted(session, fields, uploads)
 
 
 DashboardDep = Annotated[Dashboard, Depends(dashboard)]
