@@ -52,6 +52,7 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo("No API key existed, so one admin key was created. It is shown only once:")
         click.echo(f"  organization: {created.organization.name}  user: {created.user.email}")
         click.echo(f"  key: {created.key}")
+    click.echo(f"Dashboard: {settings.base_url}/ (sign in with an API key)")
     app = create_app(build(settings))
     uvicorn.run(
         app,
