@@ -26,9 +26,10 @@ concurrent conversations never interfere.
 Failures answer immediately, without latency. Every other reply waits
 `FakeLLM.latency` seconds (read when the request arrives) plus the seconds of
 any `Sleep` wrapping the reply. A `Drip` wrapping it streams it slowly, one
-piece every so many seconds, so a reader can watch the answer arrive. A streamed reply sends its headers at once and
-waits before the first chunk. `stop()` wakes all waiting requests: plain ones
-answer 503, streamed ones end without ``[DONE]``. `reset()` clears scripts,
+piece every so many seconds, so a reader can watch the answer arrive. A
+streamed reply sends its headers at once and waits before the first chunk.
+`stop()` wakes all waiting requests: plain ones answer 503, streamed ones end
+without ``[DONE]``. `reset()` clears scripts,
 failures and recorded requests and restores the latency given to the
 constructor, so one server can be shared by a whole test session.
 

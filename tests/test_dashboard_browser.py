@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def test_a_task_run_from_the_page_arrives_in_pieces(
             seen.append(text)
         time.sleep(0.05)
     assert len(seen) >= 3, seen  # several growing pieces, not one block
-    assert all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:]))
+    assert all(later.startswith(earlier) for earlier, later in pairwise(seen))
     page.wait_for_selector(".turn .bubble.assistant:not(.live) >> text=word11 end.")
     assert not page.is_visible(".live")
     snap(page, "task")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,7 @@ async def test_a_dripped_reply_streams_its_pieces_apart(llm: FakeLLM, aclient: A
             if chunk.choices and chunk.choices[0].delta.content:
                 arrivals.append((time.monotonic(), chunk.choices[0].delta.content))
     assert "".join(text for _, text in arrivals) == "one two three four"
-    gaps = [later - earlier for (earlier, _), (later, _) in zip(arrivals, arrivals[1:])]
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(arrivals)]
     assert len(gaps) == 3 and min(gaps) >= 0.09
 
 

@@ -66,21 +66,6 @@ async def task_page(
     )
 
 
-@router.get("/worker/{worker_id}/task/{task_id}/turns/{turn_id}")
-async def turn_fragment(
-    worker_id: str,
-    task_id: str,
-    turn_id: str,
-    request: Request,
-    session: SessionDep,
-    app: DashboardDep,
-) -> Response:
-    """One turn, rendered by the server: the live view swaps it in when the turn ends."""
-    state, turn = await _turn(app, session.principal, worker_id, task_id, turn_id)
-    view = _view(app, state, turn)
-    return page(request, "turn.html", view=view, worker=state.worker, task_id=task_id)
-
-
 @router.get("/worker/{worker_id}/task/{task_id}/turns/{turn_id}/events")
 async def turn_events(
     worker_id: str,

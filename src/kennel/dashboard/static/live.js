@@ -135,6 +135,10 @@ function follow(root) {
   // so the server resumes right after the last event this page has shown.
   const source = new EventSource(root.dataset.events);
   source.onmessage = (message) => {
+    if (!root.isConnected) {
+      source.close(); // swapped out by a newer rendering of the page
+      return;
+    }
     if (message.data === "[DONE]") {
       source.close();
       view.finish();
@@ -153,5 +157,12 @@ function follow(root) {
 }
 
 export function startLiveTurns(root) {
-  for (const node of root.querySelectorAll("[data-events]")) follow(node);
+  const found = [...root.querySelectorAll("[data-events]")];
+  if (root.matches?.("[data-events]")) found.push(root);
+  for (const node of found) {
+    if (!node.dataset.following) {
+      node.dataset.following = "yes";
+      follow(node);
+    }
+  }
 }
