@@ -27,12 +27,15 @@ from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.deliveries import WebhookDeliverer
+from kennel.services.keys import KeyService
 from kennel.services.mail import MailService
 from kennel.services.mailer import Mailer
+from kennel.services.organizations import OrganizationService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.turns import TurnService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Database, Store
@@ -81,6 +84,9 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         wire=Wire(settings.base_url),
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
+        keys=KeyService(store, clock),
+        organizations=OrganizationService(store),
+        usage=UsageService(store, clock),
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)

@@ -11,9 +11,12 @@ from kennel.api.wire import Wire
 from kennel.config import Settings
 from kennel.models import Principal
 from kennel.services.auth import AuthService
+from kennel.services.keys import KeyService
+from kennel.services.organizations import OrganizationService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
 from kennel.services.tasks import TaskService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
@@ -32,6 +35,9 @@ class Services:
     wire: Wire
     schedules: ScheduleService
     webhooks: WebhookService
+    keys: KeyService
+    organizations: OrganizationService
+    usage: UsageService
 
 
 async def services(request: Request) -> Services:
