@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from kennel.errors import InvalidInputError, NotFoundError
@@ -11,6 +12,7 @@ from kennel.storage import Store
 UNLIMITED = "unlimited"
 MAX_CREDITS = 10**15
 """Far below the BIGINT column's limit, so charges never overflow it."""
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,16}")
 
 
 def credit_amount(text: str) -> int | None:
@@ -19,7 +21,7 @@ def credit_amount(text: str) -> int | None:
     text = text.strip().replace("_", "").replace(",", "")
     if text.lower() == UNLIMITED:
         return None
-    if not text.isdigit() or int(text) > MAX_CREDITS:
+    if not _WHOLE_NUMBER.fullmatch(text) or int(text) > MAX_CREDITS:
         raise InvalidInputError(
             f"a credit balance is a whole number from 0 to {MAX_CREDITS:,} or {UNLIMITED!r}"
         )

@@ -1,0 +1,161 @@
+"""Organizations for operators: usage per day, members, credit balances (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from conftest import FakeClock
+from kennel import ids
+from kennel.errors import InvalidInputError, NotFoundError
+from kennel.models import (
+    Budget,
+    Submission,
+    TaskStatus,
+    TriggeredBy,
+    TurnOutcome,
+    Usage,
+    Worker,
+)
+from kennel.services.auth import AuthService
+from kennel.services.organizations import OrganizationService, credit_amount
+from kennel.services.usage import UsageService
+from kennel.storage import Store
+from records import stored_worker, worker_record
+
+LEASE = timedelta(seconds=30)
+
+
+async def _finished_turn(
+    store: Store, clock: FakeClock, worker: Worker, credits: int, *, finish: bool = True
+) -> None:
+    """A turn of a new task of `worker`, run and finished now with this usage."""
+    submission = Submission(
+        organization_id=worker.organization_id,
+        task_id=ids.task_id(),
+        worker=worker,
+        input="hello",
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title="hello",
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    await store.tasks.submit(submission, clock.now(), lambda _task: None)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    if not finish:
+        return
+    usage = Usage(input_tokens=100 * credits, output_tokens=10, requests=1, credits=credits)
+    outcome = TurnOutcome(status=TaskStatus.COMPLETED, output_text="ok", usage=usage)
+    await store.runs.finish_turn(job, outcome, [], clock.now())
+
+
+async def test_usage_is_summed_per_day_per_worker_and_per_organization(
+    store: Store, clock: FakeClock
+) -> None:
+    usage = UsageService(store, clock)
+    rex = await stored_worker(store, clock, title="Rex")
+    ace = await stored_worker(store, clock, title="Ace")
+    clock.moment = clock.moment.replace(hour=23, minute=59)
+    await _finished_turn(store, clock, rex, 1)
+    clock.advance(120)  # the next day (UTC)
+    await _finished_turn(store, clock, rex, 2)
+    await _finished_turn(store, clock, rex, 3)
+    await _finished_turn(store, clock, ace, 4)
+    await _finished_turn(store, clock, ace, 100, finish=False)
+    day_one, day_two = date(2026, 5, 11), date(2026, 5, 12)
+
+    rows = await usage.daily(since=day_one)
+    assert [(r.day, r.worker_title, r.turns, r.credits) for r in rows] == [
+        (day_one, "Rex", 1, 1),
+        (day_two, "Ace", 1, 4),
+        (day_two, "Rex", 2, 5),
+    ]
+    assert (rows[2].input_tokens, rows[2].output_tokens) == (500, 20)
+    assert rows[2].worker_id == rex.id and rows[2].organization_name == "acme"
+
+    per_org = await usage.daily(since=day_one, per_worker=False)
+    assert [(r.day, r.organization_id, r.worker_id, r.credits) for r in per_org] == [
+        (day_one, rex.organization_id, None, 1),
+        (day_two, rex.organization_id, None, 9),
+    ]
+    assert [r.day for r in await usage.daily(since=day_two)] == [day_two, day_two]
+
+
+async def test_usage_keeps_organizations_apart_and_defaults_to_thirty_days(
+    store: Store, clock: FakeClock
+) -> None:
+    usage = UsageService(store, clock)
+    rex = await stored_worker(store, clock)
+    org, user = await store.auth.ensure_member("globex", "eve@globex.test", clock.now())
+    other = worker_record(org.id, user.id, clock)
+    await store.workers.create(other)
+    await _finished_turn(store, clock, rex, 1)
+    clock.advance(86_400 * 30)
+    await _finished_turn(store, clock, rex, 2)
+    await _finished_turn(store, clock, other, 7)
+
+    assert usage.default_since() == clock.now().date() - timedelta(days=29)
+    assert [(r.organization_name, r.credits) for r in await usage.daily()] == [
+        ("acme", 2),
+        ("globex", 7),
+    ]
+    only_globex = await usage.daily(organization_id=org.id, since=date(2026, 1, 1))
+    assert [(r.worker_id, r.credits) for r in only_globex] == [(other.id, 7)]
+
+
+async def test_members_show_their_active_keys_and_last_use(store: Store, clock: FakeClock) -> None:
+    auth = AuthService(store, clock)
+    organizations = OrganizationService(store)
+    ada = await auth.create_key("acme", "ada@acme.test")
+    await auth.create_key("acme", "ada@acme.test")
+    await auth.create_key("acme", "bob@acme.test")
+    await auth.create_key("globex", "eve@globex.test")
+    await store.auth.ensure_member("acme", "cy@acme.test", clock.now())
+    clock.advance(5)
+    principal = await auth.authenticate(f"Bearer {ada.key}")
+    await store.keys.revoke(principal.key_id, clock.now())
+
+    members = await organizations.members(ada.organization.id)
+    assert [(m.user.email, m.active_keys) for m in members] == [
+        ("ada@acme.test", 1),
+        ("bob@acme.test", 1),
+        ("cy@acme.test", 0),
+    ]
+    assert [m.last_used_at for m in members] == [clock.now(), None, None]
+
+
+async def test_credit_balances_are_shown_and_set(store: Store, clock: FakeClock) -> None:
+    organizations = OrganizationService(store)
+    await store.auth.ensure_member("globex", "eve@globex.test", clock.now())
+    await store.auth.ensure_member("acme", "ada@acme.test", clock.now())
+    acme = await organizations.named("acme")
+    assert acme.credit_balance is None
+    assert [org.name for org in await organizations.every()] == ["acme", "globex"]
+
+    assert (await organizations.set_credits(acme.id, 250)).credit_balance == 250
+    assert (await organizations.named(" acme ")).credit_balance == 250
+    assert (await organizations.set_credits(acme.id, None)).credit_balance is None
+    assert (await organizations.get(acme.id)).credit_balance is None
+    with pytest.raises(InvalidInputError):
+        await organizations.set_credits(acme.id, -1)
+    with pytest.raises(NotFoundError) as unknown:
+        await organizations.named("initech")
+    assert "'acme'" in unknown.value.message and "'globex'" in unknown.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [("0", 0), ("1500", 1500), ("1_000_000", 1_000_000), ("1,000", 1000), ("Unlimited", None)],
+)
+def test_credit_amounts_as_typed(text: str, amount: int | None) -> None:
+    assert credit_amount(text) == amount
+
+
+@pytest.mark.parametrize("text", ["-5", "1.5", "", "lots", "10000000000000000", "٣"])
+def test_credit_amounts_refused(text: str) -> None:
+    with pytest.raises(InvalidInputError):
+        credit_amount(text)
