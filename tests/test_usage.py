@@ -7,50 +7,12 @@ from datetime import date, timedelta
 import pytest
 
 from conftest import FakeClock
-from kennel import ids
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import (
-    Budget,
-    Submission,
-    TaskStatus,
-    TriggeredBy,
-    TurnOutcome,
-    Usage,
-    Worker,
-)
 from kennel.services.auth import AuthService
 from kennel.services.organizations import OrganizationService, credit_amount
 from kennel.services.usage import UsageService
 from kennel.storage import Store
-from records import stored_worker, worker_record
-
-LEASE = timedelta(seconds=30)
-
-
-async def _finished_turn(
-    store: Store, clock: FakeClock, worker: Worker, credits: int, *, finish: bool = True
-) -> None:
-    """A turn of a new task of `worker`, run and finished now with this usage."""
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id=ids.task_id(),
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="hello",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
-    )
-    await store.tasks.submit(submission, clock.now(), lambda _task: None)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
-    if not finish:
-        return
-    usage = Usage(input_tokens=100 * credits, output_tokens=10, requests=1, credits=credits)
-    outcome = TurnOutcome(status=TaskStatus.COMPLETED, output_text="ok", usage=usage)
-    await store.runs.finish_turn(job, outcome, [], clock.now())
+from records import finished_turn, stored_worker, worker_record
 
 
 async def test_usage_is_summed_per_day_per_worker_and_per_organization(
@@ -60,12 +22,12 @@ async def test_usage_is_summed_per_day_per_worker_and_per_organization(
     rex = await stored_worker(store, clock, title="Rex")
     ace = await stored_worker(store, clock, title="Ace")
     clock.moment = clock.moment.replace(hour=23, minute=59)
-    await _finished_turn(store, clock, rex, 1)
+    await finished_turn(store, clock, rex, 1)
     clock.advance(120)  # the next day (UTC)
-    await _finished_turn(store, clock, rex, 2)
-    await _finished_turn(store, clock, rex, 3)
-    await _finished_turn(store, clock, ace, 4)
-    await _finished_turn(store, clock, ace, 100, finish=False)
+    await finished_turn(store, clock, rex, 2)
+    await finished_turn(store, clock, rex, 3)
+    await finished_turn(store, clock, ace, 4)
+    await finished_turn(store, clock, ace, 100, finish=False)
     day_one, day_two = date(2026, 5, 11), date(2026, 5, 12)
 
     rows = await usage.daily(since=day_one)
@@ -93,10 +55,10 @@ async def test_usage_keeps_organizations_apart_and_defaults_to_thirty_days(
     org, user = await store.auth.ensure_member("globex", "eve@globex.test", clock.now())
     other = worker_record(org.id, user.id, clock)
     await store.workers.create(other)
-    await _finished_turn(store, clock, rex, 1)
+    await finished_turn(store, clock, rex, 1)
     clock.advance(86_400 * 30)
-    await _finished_turn(store, clock, rex, 2)
-    await _finished_turn(store, clock, other, 7)
+    await finished_turn(store, clock, rex, 2)
+    await finished_turn(store, clock, other, 7)
 
     assert usage.default_since() == clock.now().date() - timedelta(days=29)
     assert [(r.organization_name, r.credits) for r in await usage.daily()] == [
