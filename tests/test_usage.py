@@ -8,11 +8,14 @@ import pytest
 
 from conftest import FakeClock
 from kennel.errors import InvalidInputError, NotFoundError
+from kennel.models import Principal, Visibility
 from kennel.services.auth import AuthService
 from kennel.services.organizations import OrganizationService, credit_amount
 from kennel.services.usage import UsageService
 from kennel.storage import Store
 from records import finished_turn, stored_worker, worker_record
+
+PRIVATE = Visibility.PRIVATE
 
 
 async def test_usage_is_summed_per_day_per_worker_and_per_organization(
@@ -67,6 +70,29 @@ async def test_usage_keeps_organizations_apart_and_defaults_to_thirty_days(
     ]
     only_globex = await usage.daily(organization_id=org.id, since=date(2026, 1, 1))
     assert [(r.worker_id, r.credits) for r in only_globex] == [(other.id, 7)]
+
+
+async def test_a_members_report_adds_up_other_users_private_workers(
+    store: Store, clock: FakeClock
+) -> None:
+    usage = UsageService(store, clock)
+    shared = await stored_worker(store, clock, "ada@acme.test", title="Shared")
+    mine = await stored_worker(store, clock, "ada@acme.test", title="Mine", visibility=PRIVATE)
+    bobs = await stored_worker(store, clock, "bob@acme.test", title="Bob's", visibility=PRIVATE)
+    cys = await stored_worker(store, clock, "cy@acme.test", title="Cy's", visibility=PRIVATE)
+    for worker, credits in ((shared, 1), (mine, 2), (bobs, 4), (cys, 8)):
+        await finished_turn(store, clock, worker, credits)
+    ada = Principal(shared.organization_id, shared.user_id, "key_x")
+
+    seen = await usage.daily_for(ada)
+    assert [(r.worker_title, r.worker_id, r.turns, r.credits) for r in seen] == [
+        ("Mine", mine.id, 1, 2),
+        ("Shared", shared.id, 1, 1),
+        (None, None, 2, 12),
+    ]
+    assert "Bob" not in repr(seen)
+    everything = await usage.daily(organization_id=shared.organization_id)
+    assert [r.worker_title for r in everything] == ["Bob's", "Cy's", "Mine", "Shared"]
 
 
 async def test_members_show_their_active_keys_and_last_use(store: Store, clock: FakeClock) -> None:

@@ -107,7 +107,8 @@ class Member:
 class DailyUsage:
     """What one worker used on one day (UTC): its finished turns, their tokens and credits.
 
-    In a report per organization, `worker_id` and `worker_title` are None."""
+    `worker_id` and `worker_title` are None in a report per organization, and on the line that
+    adds up the private workers of other users in a report shown to one user."""
 
     day: date
     organization_id: str

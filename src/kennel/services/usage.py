@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from kennel.clock import Clock
-from kennel.models import DailyUsage
+from kennel.models import DailyUsage, Principal
 from kennel.storage import Store
 
 DEFAULT_DAYS = 30
@@ -33,4 +33,13 @@ class UsageService:
         of every organization or one."""
         return await self._store.usage.daily(
             since or self.default_since(), organization_id=organization_id, per_worker=per_worker
+        )
+
+    async def daily_for(self, principal: Principal, since: date | None = None) -> list[DailyUsage]:
+        """The caller's organization per day per worker (the dashboard's chart); other users'
+        private workers are one line with no worker id or title, as their titles are theirs."""
+        return await self._store.usage.daily(
+            since or self.default_since(),
+            organization_id=principal.organization_id,
+            viewer_id=principal.user_id,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kennel.models import DailyUsage
+from kennel.models import DailyUsage, Visibility
 from kennel.storage.database import Database
 from kennel.storage.tables import organizations, tasks, turns, workers
 
@@ -24,10 +24,16 @@ class UsageStore:
         self._db = database
 
     async def daily(
-        self, since: date, *, organization_id: str | None = None, per_worker: bool = True
+        self,
+        since: date,
+        *,
+        organization_id: str | None = None,
+        per_worker: bool = True,
+        viewer_id: str | None = None,
     ) -> list[DailyUsage]:
         """Turns finished on `since` (UTC) or later, summed per day and per worker (or per
-        organization), ordered by day, organization name and worker title."""
+        organization), ordered by day, organization name and worker title. With `viewer_id`,
+        other users' private workers are summed together, as a worker with no id and no title."""
         start = datetime(since.year, since.month, since.day, tzinfo=UTC)
         keys: list[Any] = [_DAY.label("day"), tasks.c.organization_id]
         if per_worker:
@@ -47,17 +53,51 @@ class UsageStore:
         )
         if organization_id is not None:
             sums = sums.where(tasks.c.organization_id == organization_id)
-        per = sums.subquery("per")
-        joined = per.join(organizations, organizations.c.id == per.c.organization_id)
-        names: list[Any] = [organizations.c.name]
-        order: list[Any] = [per.c.day, organizations.c.name]
+        named = _named(sums.subquery("sums"), per_worker, viewer_id)
+        groups = [named.c.day, named.c.organization_id, named.c.name]
         if per_worker:
-            joined = joined.join(workers, workers.c.id == per.c.worker_id)
-            names.append(workers.c.title)
-            order += [workers.c.title, per.c.worker_id]
-        query = sa.select(per, *names).select_from(joined).order_by(*order)
+            groups += [named.c.worker_id, named.c.title]
+        query = (
+            sa.select(
+                *groups,
+                *(sa.func.sum(named.c[total]).label(total) for total in _TOTALS),
+            )
+            .group_by(*groups)
+            .order_by(*_order(named, per_worker))
+        )
         rows = await self._db.read(lambda conn: conn.execute(query).all())
         return [_daily(row, per_worker) for row in rows]
+
+
+_TOTALS = ("turns", "input_tokens", "output_tokens", "credits")
+
+
+def _order(named: sa.Subquery, per_worker: bool) -> list[Any]:
+    order: list[Any] = [named.c.day, named.c.name]
+    if per_worker:
+        # NULLS LAST: the hidden workers' line comes last on both databases.
+        order += [sa.nulls_last(named.c.title), named.c.worker_id]
+    return order
+
+
+def _named(sums: sa.Subquery, per_worker: bool, viewer_id: str | None) -> sa.Subquery:
+    """The sums with their organization's name and worker's title; a worker the viewer may not
+    see loses its id and title, so that the outer query adds such workers up."""
+    columns: list[Any] = [*sums.c, organizations.c.name]
+    joined = sums.join(organizations, organizations.c.id == sums.c.organization_id)
+    if per_worker:
+        joined = joined.join(workers, workers.c.id == sums.c.worker_id)
+        worker_id: Any = sums.c.worker_id
+        title: Any = workers.c.title
+        if viewer_id is not None:
+            hidden = sa.and_(
+                workers.c.visibility == Visibility.PRIVATE.value, workers.c.user_id != viewer_id
+            )
+            worker_id = sa.case((hidden, None), else_=worker_id)
+            title = sa.case((hidden, None), else_=title)
+        columns = [c for c in columns if c.name != "worker_id"]
+        columns += [worker_id.label("worker_id"), title.label("title")]
+    return sa.select(*columns).select_from(joined).subquery("named")
 
 
 def _daily(row: Any, per_worker: bool) -> DailyUsage:
