@@ -194,3 +194,14 @@ def test_a_missing_sqlite_database_is_not_created(tmp_path: Path) -> None:
         result = cli(*args)
         assert result.exit_code == 1 and "there is no database at" in result.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_database_url_kennel_cannot_use_exits_1(tmp_path: Path) -> None:
+    for url, reason in (
+        ("mysql://kennel:hunter2@db/kennel", "postgresql+asyncpg://"),
+        ("postgresql://kennel:hunter2@db/kennel", "postgresql+asyncpg://"),
+        ("hunter2 is not a URL", "not a database URL"),
+    ):
+        result = Cli(url, tmp_path)("credits", "show")
+        assert result.exit_code == 1 and reason in result.stderr, result.stderr
+        assert "hunter2" not in result.stderr

@@ -44,15 +44,7 @@ def _settings() -> Settings:
 def _run(work: Callable[[Operations], Awaitable[T]]) -> T:
     """`work` on the configured database, named on stderr first; domain errors exit 1."""
     settings = _settings()
-    url = settings.resolved_database_url
-    click.echo(f"database: {database_label(url)}", err=True)
-    if settings.is_sqlite:
-        path = sa.engine.make_url(url).database
-        if path and path != ":memory:" and not Path(path).exists():
-            raise click.ClickException(
-                f"there is no database at {path}: run the command where the server runs, or "
-                "set KENNEL_DATA_DIR or KENNEL_DATABASE_URL as the server has them"
-            )
+    _check_database(settings.resolved_database_url)
     try:
         return asyncio.run(_on_database(settings, work))
     except KennelError as error:
@@ -60,6 +52,30 @@ def _run(work: Callable[[Operations], Awaitable[T]]) -> T:
     except (OSError, DBAPIError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise click.ClickException(f"cannot use the database: {reason}") from None
+
+
+def _check_database(url: str) -> None:
+    """Name the database; refuse one Kennel can't use, or a SQLite file that isn't there (the
+    command was run with other settings than the server's: it would make a new, empty one)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise click.ClickException("KENNEL_DATABASE_URL is not a database URL") from None
+    click.echo(f"database: {database_label(url)}", err=True)
+    if parsed.drivername not in _DRIVERS:
+        raise click.ClickException(
+            "Kennel works on sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+        )
+    path = parsed.database
+    is_file = parsed.get_backend_name() == "sqlite" and path and path != ":memory:"
+    if is_file and not Path(str(path)).exists():
+        raise click.ClickException(
+            f"there is no database at {path}: run the command where the server runs, or "
+            "set KENNEL_DATA_DIR or KENNEL_DATABASE_URL as the server has them"
+        )
+
+
+_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 async def _on_database(settings: Settings, work: Callable[[Operations], Awaitable[T]]) -> T:
