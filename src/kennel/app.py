@@ -29,13 +29,16 @@ from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.deliveries import WebhookDeliverer
+from kennel.services.keys import KeyService
 from kennel.services.mail import MailService
 from kennel.services.mailer import Mailer
+from kennel.services.organizations import OrganizationService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
 from kennel.services.sessions import SessionService, load_or_create_secret
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.turns import TurnService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Database, Store
@@ -77,7 +80,6 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     schedule_service = ScheduleService(store, worker_service, clock, settings)
     auth = AuthService(store, clock)
     sessions = SessionService(
-        store,
         auth,
         load_or_create_secret(settings.data_dir, settings.session_secret),
         settings.session_days * 86_400,
@@ -92,6 +94,9 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         wire=Wire(settings.base_url),
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
+        keys=KeyService(store, clock),
+        organizations=OrganizationService(store),
+        usage=UsageService(store, clock),
         sessions=sessions,
     )
     dashboard = Dashboard(
@@ -102,6 +107,9 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         tasks=services.tasks,
         schedules=services.schedules,
         webhooks=services.webhooks,
+        keys=services.keys,
+        organizations=services.organizations,
+        usage=services.usage,
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
@@ -137,6 +145,30 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         mailer,
         mail_loop,
         smtp,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """What operators' commands use: the store and its services, without the runner, models,
+    tools or mail, so that a command starts fast and quietly."""
+
+    store: Store
+    auth: AuthService
+    keys: KeyService
+    organizations: OrganizationService
+    usage: UsageService
+
+
+def build_operations(settings: Settings, clock: Clock | None = None) -> Operations:
+    clock = clock or SystemClock()
+    store = Store(Database(settings.resolved_database_url))
+    return Operations(
+        store,
+        AuthService(store, clock),
+        KeyService(store, clock),
+        OrganizationService(store),
+        UsageService(store, clock),
     )
 
 

@@ -17,9 +17,12 @@ from kennel.files.uploads import read_multipart
 from kennel.files.workspace import Upload
 from kennel.models import Principal, Session
 from kennel.services.auth import AuthService
+from kennel.services.keys import KeyService
+from kennel.services.organizations import OrganizationService
 from kennel.services.schedules import ScheduleService
 from kennel.services.sessions import COOKIE_NAME, SessionService, is_valid_csrf
 from kennel.services.tasks import TaskService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 
@@ -38,6 +41,9 @@ class Dashboard:
     tasks: TaskService
     schedules: ScheduleService
     webhooks: WebhookService
+    keys: KeyService
+    organizations: OrganizationService
+    usage: UsageService
 
 
 class SignInRequiredError(AuthenticationError):

@@ -15,7 +15,6 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from kennel.errors import AuthenticationError
 from kennel.models import Session
 from kennel.services.auth import AuthService
-from kennel.storage import Store
 
 COOKIE_NAME = "kennel_session"
 SECRET_FILE = "session-secret"  # noqa: S105 (a file name, not a secret)
@@ -40,10 +39,7 @@ def load_or_create_secret(data_dir: Path, configured: str | None) -> str:
 
 
 class SessionService:
-    def __init__(
-        self, store: Store, auth: AuthService, secret: str, max_age_seconds: float
-    ) -> None:
-        self._store = store
+    def __init__(self, auth: AuthService, secret: str, max_age_seconds: float) -> None:
         self._auth = auth
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
         self._max_age = max_age_seconds
@@ -73,9 +69,7 @@ class SessionService:
         key_id, csrf_token = payload.get("k"), payload.get("c")
         if not isinstance(key_id, str) or not isinstance(csrf_token, str):
             raise AuthenticationError("the session is invalid")
-        principal = await self._store.auth.principal_for_key_id(key_id)
-        if principal is None:
-            raise AuthenticationError("the API key of this session was revoked")
+        principal = await self._auth.principal_for_key(key_id)
         return Session(principal, csrf_token)
 
 
