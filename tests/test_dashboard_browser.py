@@ -342,3 +342,32 @@ def test_a_form_posted_from_another_origin_does_nothing(
         server.server_close()
     titles = [w["title"] for w in ada.get("/api/workers", cast_to=object)["data"]]
     assert "Planted" not in titles
+
+
+def test_create_a_key_then_revoke_it_and_its_session_ends(
+    browser: Browser, kennel: Kennel, page: Page, ada: handinger.Handinger
+) -> None:
+    ada.tasks.create(input="use some credits", worker_id=worker(ada, title="Spender").id)
+    page.goto("/organization")
+    page.click("button:has-text('Create key')")
+    key = page.inner_text("#new-key")
+    assert key.startswith("hdg_")
+    snap(page, "new key")
+    page.click("text=Done")
+    assert page.is_visible(f"code:has-text('{key[:12]}')") and not page.is_visible(f"text={key}")
+    snap(page, "organization")
+    context, second = new_page(browser, kennel.base_url)
+    try:
+        sign_in(second, key, "/organization")
+        row = second.locator("tr", has_text="this session")
+        row.locator("summary:has-text('Revoke')").click()
+        row.locator("button:has-text('Revoke for good')").click()
+        second.wait_for_selector("input[name=key]")  # signed out: the key is gone
+        second.goto("/")
+        assert second.is_visible("input[name=key]")
+    finally:
+        context.close()
+    page.reload()
+    assert page.is_visible("text=Sign out")  # Ada's other session is untouched
+    with pytest.raises(handinger.AuthenticationError):
+        handinger.Handinger(api_key=key, base_url=kennel.base_url, max_retries=0).workers.create()

@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from kennel.dashboard import files, schedules, signin, tasks, webhooks, worker_page, workers
+from kennel.dashboard import (
+    files,
+    organization,
+    schedules,
+    signin,
+    tasks,
+    webhooks,
+    worker_page,
+    workers,
+)
 from kennel.dashboard.deps import Dashboard
 from kennel.dashboard.headers import SecurityHeaders
 from kennel.dashboard.render import HERE
@@ -15,5 +24,6 @@ def install(app: FastAPI, dashboard: Dashboard) -> None:
     app.state.dashboard = dashboard
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (signin, workers, worker_page, tasks, files, schedules, webhooks):
+    pages = (signin, workers, worker_page, tasks, files, schedules, webhooks, organization)
+    for module in pages:
         app.include_router(module.router, include_in_schema=False)
