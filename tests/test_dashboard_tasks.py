@@ -98,6 +98,37 @@ async def test_cancel_stops_a_running_task(api: Api, llm: FakeLLM) -> None:
     assert "Cancelled before it finished." in page.text and "status-aborted" in page.text
 
 
+async def test_a_worker_described_in_plain_words_gets_written_by_its_model(
+    api: Api, llm: FakeLLM
+) -> None:
+    design = {"instructions": "You watch prices daily.", "summary": "Watches prices"}
+    llm.script("Watch prices", tool_calls(ToolCall("final_result", design)))
+    tab = await signed_in(api)
+    created = await tab.post("/workers/new", {"prompt": "Watch prices for me"})
+    assert created.status_code == 303
+    worker = (await api.client.get("/api/workers")).json()["data"][0]
+    assert (worker["instructions"], worker["summary"]) == tuple(design.values())
+
+
+async def test_files_attached_in_the_composer_reach_the_workspace(api: Api) -> None:
+    worker_id = await new_worker(api.client)
+    tab = await signed_in(api)
+    sent = await tab.client.post(
+        f"/worker/{worker_id}/tasks",
+        data={"csrf_token": tab.csrf, "input": "read the notes", "budget": "low"},
+        files=[("files", ("notes.txt", b"dogs bark", "text/plain"))],
+        headers={"origin": "http://kennel.test"},
+    )
+    assert sent.status_code == 303, sent.text
+    task_path = sent.headers["location"].partition("#")[0]
+    await finished(api, task_path)
+    state = (await api.client.get(f"/api/workers/{worker_id}")).json()
+    assert [f["filename"] for f in state["files"]] == ["notes.txt"]
+    assert "notes.txt" in (await tab.get(f"/worker/{worker_id}")).text
+    refused = await tab.post(f"/worker/{worker_id}/tasks", {"input": " "})
+    assert refused.status_code == 400 and "write what the worker should do" in refused.text
+
+
 async def test_other_organizations_get_404_without_data(api: Api, llm: FakeLLM) -> None:
     llm.script("secret", Text("the launch code is 1234"))
     worker_id = await new_worker(api.client, title="Vault")
