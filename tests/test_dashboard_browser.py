@@ -21,6 +21,10 @@ from conformance import ADA, EVE, Kennel, poll_task, running_kennel, upload
 from fakellm import Drip, FakeLLM, Sleep, Text
 from receiver import Receiver, serving_receiver
 
+# Starting `kennel serve` and making three keys with the CLI takes a minute or more when the
+# machine is busy, and the first test pays for it.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
@@ -88,6 +92,7 @@ def test_sign_in_lands_on_the_page_asked_for_and_sign_out_ends_it(
     found = worker(ada, title="Landing")
     context, tab = new_page(browser, kennel.base_url)
     try:
+        assert f"Dashboard: {kennel.base_url}/" in kennel.server.log.read_text()
         tab.goto(f"/worker/{found.id}")
         assert tab.is_visible("input[name=key]") and not tab.is_visible("text=Landing")
         snap(tab, "sign in")
