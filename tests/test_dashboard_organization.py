@@ -12,7 +12,7 @@ import pytest
 
 from dashboard import signed_in
 from fakellm import FakeLLM
-from kennel.dashboard.charts import OTHERS, credits_chart
+from kennel.dashboard.charts import OTHERS, REST, credits_chart
 from kennel.models import DailyUsage
 from kennelapp import Api, kennel_api, new_worker, settings_for
 
@@ -92,3 +92,14 @@ def test_the_chart_stacks_each_days_workers_and_names_hidden_ones() -> None:
     tallest = max(bar.y + bar.height for bar in day_two) - min(bar.y for bar in day_two)
     assert tallest == pytest.approx((chart.height - 24 - 10) * 40 / 50)  # the axis tops at 50
     assert chart.ticks[-1][1] == "50"
+
+
+def test_past_eight_workers_the_smallest_are_added_up() -> None:
+    usage = [
+        DailyUsage(date(2026, 5, 1), "org", "acme", f"w{n}", f"W{n}", 1, 0, 0, 100 - n)
+        for n in range(10)
+    ]
+    usage.append(DailyUsage(date(2026, 5, 1), "org", "acme", "idle", "Idle", 1, 0, 0, 0))
+    chart = credits_chart(usage, date(2026, 5, 1), date(2026, 5, 1))
+    assert [s.title for s in chart.series] == [f"W{n}" for n in range(7)] + [REST]
+    assert chart.series[-1].credits == 93 + 92 + 91 and chart.total == sum(range(91, 101))

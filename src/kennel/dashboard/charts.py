@@ -13,6 +13,8 @@ WIDTH, HEIGHT = 720, 220
 LEFT, BOTTOM, TOP = 40, 24, 10
 PALETTE = ("#2f6f5e", "#d08c2e", "#5b7fc7", "#b5527a", "#7a9a3a", "#8a63c4", "#3a9aa6", "#a86b4c")
 OTHERS = "Other members' private workers"
+REST = "Other workers"
+_REST_KEY = "\0rest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +60,20 @@ def credits_chart(usage: list[DailyUsage], first: date, last: date) -> Chart:
     for line in usage:
         key = line.worker_id or ""
         titles[key] = line.worker_title or OTHERS
+        totals[key] += line.credits
+    # One colour per worker: the biggest spenders by name, the rest added up as one.
+    ranked = sorted((key for key in totals if totals[key]), key=lambda k: (-totals[k], titles[k]))
+    named = set(ranked if len(ranked) <= len(PALETTE) else ranked[: len(PALETTE) - 1])
+    totals = defaultdict(int)
+    for line in usage:
+        key = line.worker_id or ""
+        key = key if key in named else _REST_KEY
+        titles.setdefault(_REST_KEY, REST)
         by_day[line.day][key] = by_day[line.day].get(key, 0) + line.credits
         totals[key] += line.credits
-    order = sorted(totals, key=lambda key: (-totals[key], titles[key]))
+    order = [key for key in ranked if key in named]
+    if totals.get(_REST_KEY):
+        order.append(_REST_KEY)
     series = [
         Series(key, titles[key], PALETTE[n % len(PALETTE)], totals[key])
         for n, key in enumerate(order)
