@@ -98,6 +98,16 @@ async def test_cancel_stops_a_running_task(api: Api, llm: FakeLLM) -> None:
     assert "Cancelled before it finished." in page.text and "status-aborted" in page.text
 
 
+async def test_cancelling_a_task_that_already_ended_just_shows_it(api: Api) -> None:
+    worker_id = await new_worker(api.client)
+    tab = await signed_in(api)
+    task_path = await run(tab, worker_id, "quick one")
+    await finished(api, task_path)
+    late = await tab.post(f"{task_path}/cancel")
+    assert late.status_code == 303 and late.headers["location"] == task_path
+    assert "status-completed" in (await tab.get(task_path)).text
+
+
 async def test_a_worker_described_in_plain_words_gets_written_by_its_model(
     api: Api, llm: FakeLLM
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -12,7 +13,7 @@ from kennel.dashboard.deps import Dashboard, DashboardDep, PostedDep, SessionDep
 from kennel.dashboard.render import page
 from kennel.dashboard.routing import DashboardRoute
 from kennel.dashboard.turns import TurnView, view_of
-from kennel.errors import InvalidInputError, NotFoundError
+from kennel.errors import ConflictError, InvalidInputError, NotFoundError
 from kennel.models import Budget, Principal, TriggeredBy, Turn
 from kennel.services.tasks import TaskRequest, WorkerState
 
@@ -102,8 +103,10 @@ async def _events(app: Dashboard, task_key: int, turn_id: str, after: int) -> As
 async def cancel_task(
     worker_id: str, task_id: str, posted: PostedDep, app: DashboardDep
 ) -> Response:
+    """A task that ended meanwhile needs no cancelling: the page then shows how it ended."""
     await app.tasks.state(posted.principal, worker_id, task_id=task_id)
-    await app.tasks.cancel(posted.principal, task_id)
+    with suppress(ConflictError):
+        await app.tasks.cancel(posted.principal, task_id)
     return RedirectResponse(f"/worker/{worker_id}/task/{task_id}", status_code=303)
 
 
