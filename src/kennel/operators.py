@@ -23,7 +23,7 @@ from kennel.config import Settings
 from kennel.errors import KennelError
 from kennel.models import ApiKey, DailyUsage, Organization
 from kennel.services.organizations import UNLIMITED, credit_amount
-from kennel.terminal import render_table
+from kennel.terminal import inert, render_table
 
 T = TypeVar("T")
 ORG_HELP = "Organization name (see `kennel credits show`)."
@@ -48,7 +48,8 @@ def _run(work: Callable[[Operations], Awaitable[T]]) -> T:
     try:
         return asyncio.run(_on_database(settings, work))
     except KennelError as error:
-        raise click.ClickException(error.message) from None
+        # Messages quote names users chose (organizations, e-mails): keep them inert too.
+        raise click.ClickException(inert(error.message, limit=2000)) from None
     except (OSError, DBAPIError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise click.ClickException(f"cannot use the database: {reason}") from None
