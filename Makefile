@@ -17,7 +17,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install bwrap run test check lint upgrade bench bench-floor clean
+.PHONY: install bwrap chromium run test check lint upgrade bench bench-floor clean
 
 install: $(DEV) $(JS_STAMP) bwrap
 
@@ -26,6 +26,13 @@ bwrap:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -q && apt-get install -y -q bubblewrap; } \
 	  || { echo "Kennel's Python sandbox needs bubblewrap: sudo apt-get install bubblewrap" >&2; exit 1; }
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright (never a browser that
+# Playwright downloads); installed with apt-get when it is missing and make runs as root.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -q && apt-get install -y -q chromium; } \
+	  || { echo "the dashboard's browser tests need Chromium: sudo apt-get install chromium" >&2; exit 1; }
 
 # uv itself, pinned, in a virtualenv of its own (a current pip first: the system's may be old).
 $(UV_STAMP):
@@ -53,7 +60,7 @@ $(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json
 run: $(RUNTIME)
 	$(BIN)/kennel serve
 
-test: $(DEV) $(JS_STAMP) bwrap
+test: $(DEV) $(JS_STAMP) bwrap chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(DEV)

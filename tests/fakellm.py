@@ -25,9 +25,11 @@ concurrent conversations never interfere.
 
 Failures answer immediately, without latency. Every other reply waits
 `FakeLLM.latency` seconds (read when the request arrives) plus the seconds of
-any `Sleep` wrapping the reply. A streamed reply sends its headers at once and
-waits before the first chunk. `stop()` wakes all waiting requests: plain ones
-answer 503, streamed ones end without ``[DONE]``. `reset()` clears scripts,
+any `Sleep` wrapping the reply. A `Drip` wrapping it streams it slowly, one
+piece every so many seconds, so a reader can watch the answer arrive. A
+streamed reply sends its headers at once and waits before the first chunk.
+`stop()` wakes all waiting requests: plain ones answer 503, streamed ones end
+without ``[DONE]``. `reset()` clears scripts,
 failures and recorded requests and restores the latency given to the
 constructor, so one server can be shared by a whole test session.
 
@@ -114,7 +116,16 @@ class Sleep:
     then: Reply
 
 
-Reply = Text | ToolCalls | Echo | Sleep
+@dataclass(frozen=True)
+class Drip:
+    """Stream `then` slowly: one piece (a word, or half of a tool call's arguments) every
+    `seconds`. A plain (not streamed) answer waits as long as the pieces would take."""
+
+    seconds: float
+    then: Reply
+
+
+Reply = Text | ToolCalls | Echo | Sleep | Drip
 
 
 def tool_calls(*calls: ToolCall) -> ToolCalls:
@@ -215,15 +226,21 @@ def _echoed(reply: Reply, convo: _Conversation) -> Reply:
         return _default_reply(convo)
     if isinstance(reply, Sleep):
         return Sleep(reply.seconds, _echoed(reply.then, convo))
+    if isinstance(reply, Drip):
+        return Drip(reply.seconds, _echoed(reply.then, convo))
     return reply
 
 
-def _unwrap(reply: Reply) -> tuple[float, Text | ToolCalls]:
-    delay = 0.0
-    while isinstance(reply, Sleep):
-        delay += reply.seconds
+def _unwrap(reply: Reply) -> tuple[float, float, Text | ToolCalls]:
+    """The delay before the answer, the pause between streamed pieces, and the answer."""
+    delay = drip = 0.0
+    while isinstance(reply, Sleep | Drip):
+        if isinstance(reply, Sleep):
+            delay += reply.seconds
+        else:
+            drip = reply.seconds
         reply = reply.then
-    return delay, reply
+    return delay, drip, reply
 
 
 def _wire_call(call: ToolCall) -> Json:
@@ -541,12 +558,13 @@ class FakeLLM:
         failure = self._take_failure(convo)
         if failure is not None:
             return _error(failure.status, failure.message)
-        delay, reply = _unwrap(self._choose_reply(convo))
+        delay, drip, reply = _unwrap(self._choose_reply(convo))
         completion = _build_completion(body, convo, reply)
         delay += self.latency
         if body.get("stream"):
-            stream = self._stream(completion, delay, _include_usage(body))
+            stream = self._stream(completion, delay, _include_usage(body), drip)
             return StreamingResponse(stream, media_type="text/event-stream")
+        delay += drip * sum(1 for _ in _stream_chunks(completion, include_usage=False))
         if not await self._pause(delay):
             return _error(503, "fake LLM is shutting down")
         return JSONResponse(_completion_body(completion))
@@ -565,7 +583,7 @@ class FakeLLM:
         failure = self._take_failure(convo)
         if failure is not None:
             return _anthropic_error(failure.status, failure.message)
-        delay, reply = _unwrap(self._choose_reply(convo))
+        delay, _drip, reply = _unwrap(self._choose_reply(convo))
         message = _anthropic_message(body, _build_completion(body, convo, reply))
         delay += self.latency
         if body.get("stream"):
@@ -598,11 +616,13 @@ class FakeLLM:
         return _echoed(reply, convo)
 
     async def _stream(
-        self, completion: _Completion, delay: float, include_usage: bool
+        self, completion: _Completion, delay: float, include_usage: bool, drip: float = 0.0
     ) -> AsyncIterator[bytes]:
         if not await self._pause(delay):
             return
-        for chunk in _stream_chunks(completion, include_usage):
+        for number, chunk in enumerate(_stream_chunks(completion, include_usage)):
+            if number and not await self._pause(drip):
+                return
             yield _sse(json.dumps(chunk))
         yield _sse("[DONE]")
 

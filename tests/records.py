@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import Visibility, Worker
+from kennel.models import (
+    Budget,
+    Submission,
+    TaskStatus,
+    TriggeredBy,
+    TurnOutcome,
+    Usage,
+    Visibility,
+    Worker,
+)
 from kennel.storage import Store
 
 
@@ -35,3 +45,30 @@ async def stored_worker(
     worker = worker_record(org.id, user.id, clock, **changes)
     await store.workers.create(worker)
     return worker
+
+
+async def finished_turn(
+    store: Store, clock: FakeClock, worker: Worker, credits: int, *, finish: bool = True
+) -> None:
+    """A turn of a new task of `worker`, claimed and (unless `finish` is False) finished now,
+    having used `credits` credits, 100 input tokens per credit and 10 output tokens."""
+    submission = Submission(
+        organization_id=worker.organization_id,
+        task_id=ids.task_id(),
+        worker=worker,
+        input="hello",
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title="hello",
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    await store.tasks.submit(submission, clock.now(), lambda _task: None)
+    [job] = await store.runs.claim_turns("r1", 1, clock.now(), timedelta(seconds=30))
+    if not finish:
+        return
+    usage = Usage(input_tokens=100 * credits, output_tokens=10, requests=1, credits=credits)
+    outcome = TurnOutcome(status=TaskStatus.COMPLETED, output_text="ok", usage=usage)
+    await store.runs.finish_turn(job, outcome, [], clock.now())

@@ -65,7 +65,7 @@ class KennelServer:
             capture_output=True,
             text=True,
             check=True,
-            timeout=60,
+            timeout=180,
         )
         return result.stdout.strip().splitlines()[-1]
 
@@ -81,7 +81,10 @@ class KennelServer:
         self._wait_until_ready()
         return self
 
-    def _wait_until_ready(self, seconds: float = 30) -> None:
+    def _wait_until_ready(self, seconds: float = 90) -> None:
+        # Generous: starting Python and importing the providers takes 15 s and more when the
+        # machine is busy.
+
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             assert self.process is not None

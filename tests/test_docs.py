@@ -22,7 +22,7 @@ from kennel.errors import KennelError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-NOT_SETTINGS = frozenset({"KENNEL_TEST_PG_DSN"})
+NOT_SETTINGS = frozenset({"KENNEL_TEST_PG_DSN", "KENNEL_SCREENSHOTS"})
 """The test suite's own variable: documented, but not a server setting."""
 
 METHODS = "GET|POST|PUT|PATCH|DELETE"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from pydantic_ai import Agent, AgentRunResultEvent, FunctionToolResultEvent
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from fakellm import FakeLLM, Sleep, Text, ToolCall, ToolCalls, tool_calls
+from fakellm import Drip, FakeLLM, Sleep, Text, ToolCall, ToolCalls, tool_calls
 
 WEATHER_CALL = ToolCall("get_weather", {"city": "Paris"}, id="call_weather")
 
@@ -249,6 +250,30 @@ async def test_latency_and_sleep_are_honoured_when_streaming(
 
     assert time.monotonic() - started >= 0.5
     assert streamed_text(chunks) == "rested"
+
+
+async def test_a_dripped_reply_streams_its_pieces_apart(llm: FakeLLM, aclient: AsyncOpenAI) -> None:
+    llm.script("slowly", Drip(0.1, Text("one two three four")))
+    stream = await aclient.chat.completions.create(
+        model="fake", messages=[{"role": "user", "content": "slowly"}], stream=True
+    )
+    arrivals = []
+    async with stream:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append((time.monotonic(), chunk.choices[0].delta.content))
+    assert "".join(text for _, text in arrivals) == "one two three four"
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(arrivals)]
+    assert len(gaps) == 3 and min(gaps) >= 0.09
+
+
+def test_a_dripped_reply_answered_plainly_waits_for_all_its_pieces(
+    llm: FakeLLM, client: OpenAI
+) -> None:
+    llm.script("slowly", Drip(0.1, Text("one two three")))
+    started = time.monotonic()
+    assert ask(client, user("slowly")).choices[0].message.content == "one two three"
+    assert time.monotonic() - started >= 0.3
 
 
 async def test_concurrent_requests_wait_in_parallel(llm: FakeLLM, aclient: AsyncOpenAI) -> None:

@@ -20,6 +20,8 @@ from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
 from kennel.config import Settings
+from kennel.dashboard import site
+from kennel.dashboard.deps import Dashboard
 from kennel.files.workspace import Workspaces
 from kennel.mail.smtp import SmtpGateway
 from kennel.models import JSONObject
@@ -27,12 +29,16 @@ from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.deliveries import WebhookDeliverer
+from kennel.services.keys import KeyService
 from kennel.services.mail import MailService
 from kennel.services.mailer import Mailer
+from kennel.services.organizations import OrganizationService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
+from kennel.services.sessions import SessionService, load_or_create_secret
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.turns import TurnService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Database, Store
@@ -50,6 +56,7 @@ class Kennel:
     store: Store
     catalog: ModelCatalog
     services: Services
+    dashboard: Dashboard
     turns: TurnService
     runner: Runner
     scheduler: DueLoop
@@ -71,16 +78,38 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     workspaces = Workspaces(settings.workspaces_dir, clock)
     worker_service = WorkerService(store, workspaces, catalog, clock, settings, runtime)
     schedule_service = ScheduleService(store, worker_service, clock, settings)
+    auth = AuthService(store, clock)
+    sessions = SessionService(
+        auth,
+        load_or_create_secret(settings.data_dir, settings.session_secret),
+        settings.session_days * 86_400,
+    )
     services = Services(
         settings=settings,
         store=store,
-        auth=AuthService(store, clock),
+        auth=auth,
         workers=worker_service,
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         wire=Wire(settings.base_url),
         schedules=schedule_service,
         webhooks=WebhookService(store, worker_service, clock, settings),
+        keys=KeyService(store, clock),
+        organizations=OrganizationService(store),
+        usage=UsageService(store, clock),
+        sessions=sessions,
+    )
+    dashboard = Dashboard(
+        settings=settings,
+        auth=services.auth,
+        sessions=sessions,
+        workers=services.workers,
+        tasks=services.tasks,
+        schedules=services.schedules,
+        webhooks=services.webhooks,
+        keys=services.keys,
+        organizations=services.organizations,
+        usage=services.usage,
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
     runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
@@ -106,6 +135,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         store,
         catalog,
         services,
+        dashboard,
         turns,
         runner,
         scheduler,
@@ -115,6 +145,30 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         mailer,
         mail_loop,
         smtp,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """What operators' commands use: the store and its services, without the runner, models,
+    tools or mail, so that a command starts fast and quietly."""
+
+    store: Store
+    auth: AuthService
+    keys: KeyService
+    organizations: OrganizationService
+    usage: UsageService
+
+
+def build_operations(settings: Settings, clock: Clock | None = None) -> Operations:
+    clock = clock or SystemClock()
+    store = Store(Database(settings.resolved_database_url))
+    return Operations(
+        store,
+        AuthService(store, clock),
+        KeyService(store, clock),
+        OrganizationService(store),
+        UsageService(store, clock),
     )
 
 
@@ -189,4 +243,5 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(schedules.router)
     app.include_router(webhooks.router)
+    site.install(app, kennel.dashboard)
     return app

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from kennel.app import build, create_app
 from kennel.config import Settings
 from kennel.errors import KennelError
+from kennel.operators import credits, list_keys, revoke_key, usage
 from kennel.services.auth import CreatedKey
 from kennel.storage.database import ProcessLock
 
@@ -52,6 +53,7 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo("No API key existed, so one admin key was created. It is shown only once:")
         click.echo(f"  organization: {created.organization.name}  user: {created.user.email}")
         click.echo(f"  key: {created.key}")
+    click.echo(f"Dashboard: {settings.base_url}/ (sign in with an API key)")
     app = create_app(build(settings))
     uvicorn.run(
         app,
@@ -115,6 +117,12 @@ async def _migrate(settings: Settings) -> None:
         await kennel.catalog.aclose()
         await kennel.store.close()
 
+
+# The operators' commands live in kennel.operators, beside the ones above.
+keys.add_command(list_keys)
+keys.add_command(revoke_key)
+main.add_command(credits)
+main.add_command(usage)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     unlimited_max_tool_calls: int = Field(default=500, ge=0)
     unlimited_max_tokens: int = Field(default=5_000_000, ge=1)
 
+    session_secret: str | None = Field(default=None, min_length=16)
+    session_days: float = Field(default=14.0, gt=0)
+
     rate_limit_per_second: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=200, ge=1)
 
@@ -185,6 +188,10 @@ class Settings(BaseSettings):
     @property
     def smtp_relay(self) -> SmtpRelay | None:
         return SmtpRelay.parse(self.smtp_relay_url) if self.smtp_relay_url else None
+
+    @property
+    def is_https(self) -> bool:
+        return self.base_url.startswith("https://")
 
     @property
     def workspaces_dir(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -75,6 +75,61 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Session:
+    """A dashboard sign-in: the caller behind it and the token its forms must carry."""
+
+    principal: Principal
+    csrf_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as its owner and operators see it: its prefix, never the key itself."""
+
+    id: str
+    prefix: str
+    organization_id: str
+    organization_name: str
+    user_id: str
+    user_email: str
+    created_at: datetime
+    last_used_at: datetime | None
+    """Recorded at most about once a minute, so up to a minute behind the last request."""
+    revoked_at: datetime | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A user of an organization, with their active keys and the last use of any of them."""
+
+    user: User
+    active_keys: int
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """What one worker used on one day (UTC): its finished turns, their tokens and credits.
+
+    `worker_id` and `worker_title` are None in a report per organization, and on the line that
+    adds up the private workers of other users in a report shown to one user."""
+
+    day: date
+    organization_id: str
+    organization_name: str
+    worker_id: str | None
+    worker_title: str | None
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    credits: int
+
+
+@dataclass(frozen=True, slots=True)
 class Worker:
     id: str
     organization_id: str
@@ -94,6 +149,18 @@ class Worker:
         return self.organization_id == principal.organization_id and (
             self.visibility is Visibility.PUBLIC or self.user_id == principal.user_id
         )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOverview:
+    """A worker as the workers page lists it: with how much it has been used."""
+
+    worker: Worker
+    task_count: int
+    """Its tasks that are not archived."""
+    credits: int
+    """Credits of all its tasks, archived ones included: they were spent."""
+    last_run_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

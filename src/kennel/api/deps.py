@@ -11,9 +11,13 @@ from kennel.api.wire import Wire
 from kennel.config import Settings
 from kennel.models import Principal
 from kennel.services.auth import AuthService
+from kennel.services.keys import KeyService
+from kennel.services.organizations import OrganizationService
 from kennel.services.ratelimit import RateLimiter
 from kennel.services.schedules import ScheduleService
+from kennel.services.sessions import SessionService
 from kennel.services.tasks import TaskService
+from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
@@ -32,6 +36,11 @@ class Services:
     wire: Wire
     schedules: ScheduleService
     webhooks: WebhookService
+    keys: KeyService
+    organizations: OrganizationService
+    usage: UsageService
+    sessions: SessionService
+    """Dashboard sessions: file links (`Worker.files[].url`) also open in a signed-in browser."""
 
 
 async def services(request: Request) -> Services:

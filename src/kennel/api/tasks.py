@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
 from kennel.api.sse import sse_response, task_events
-from kennel.api.uploads import read_multipart
+from kennel.files.uploads import read_multipart
 from kennel.models import TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
 from kennel.storage import TaskSnapshot
@@ -26,11 +27,12 @@ KEEPALIVE = b" \n"
 @router.post("")
 async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) -> Response:
     """Store a turn, then answer with its final `Worker` object, or stream it live."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        fields, uploads = await read_multipart(request, app.settings)
-    else:
-        fields, uploads = await json_body(request), []
-    try:
+    async with AsyncExitStack() as uploaded:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            multipart = read_multipart(request, app.settings)
+            fields, uploads = await uploaded.enter_async_context(multipart)
+        else:
+            fields, uploads = await json_body(request), []
         body = CreateTaskBody.model_validate(fields)
         submitted = await app.tasks.submit(
             caller,
@@ -44,9 +46,6 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
                 live=body.stream,
             ),
         )
-    finally:
-        for upload in uploads:  # the form's temporary files: their bytes are in the workspace
-            upload.source.close()
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
         events = task_events(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from kennel.api.deps import PrincipalDep, Services, ServicesDep
+from kennel.api.deps import PrincipalDep, Services, ServicesDep, principal
 from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody, json_body
 from kennel.api.sse import DONE, resume_point, sse_response, task_events, worker_frame
 from kennel.errors import NotFoundError
+from kennel.services.sessions import COOKIE_NAME
 from kennel.services.tasks import WorkerState
 from kennel.services.workers import WorkerDraft
 
@@ -96,10 +98,21 @@ async def worker_email(worker_id: str, caller: PrincipalDep, app: ServicesDep) -
 
 
 @router.get("/{worker_id}/files/{path:path}")
-async def worker_file(
-    worker_id: str, path: str, caller: PrincipalDep, app: ServicesDep
-) -> FileResponse:
-    """A workspace file, byte for byte (spec §16.15)."""
+async def worker_file(worker_id: str, path: str, request: Request, app: ServicesDep) -> Response:
+    """A workspace file, byte for byte (spec §16.15). Without a key, a browser signed in to the
+    dashboard gets it as an attachment, and one signed out is sent to sign in first: the link
+    then works from an e-mail or a chat. It never renders in Kennel's origin (`nosniff`, and a
+    sandbox policy for anything that would)."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    by_session = "authorization" not in request.headers and cookie is not None
+    if by_session:
+        caller = (await app.sessions.session(cookie)).principal
+    elif "authorization" not in request.headers and "text/html" in request.headers.get(
+        "accept", ""
+    ):
+        return RedirectResponse(f"/signin?next={quote(request.url.path)}", status_code=303)
+    else:
+        caller = await principal(request)
     found = await app.workers.file(caller, worker_id, path)
     if not found.location.is_file():
         raise NotFoundError(f"file {path} not found")
@@ -107,5 +120,6 @@ async def worker_file(
         found.location,
         media_type=found.file.media_type,
         filename=found.location.name,
-        content_disposition_type="inline",
+        content_disposition_type="attachment" if by_session else "inline",
+        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
     )

@@ -77,6 +77,11 @@ class Workspaces:
         size = await asyncio.to_thread(_write_atomically, target, upload.source)
         return WorkspaceFile(path, size, media_type_for(path, upload.media_type), self._clock.now())
 
+    async def delete(self, organization_id: str, worker_id: str, path: str) -> None:
+        """Remove a file; one already gone is not an error."""
+        target = self.resolve(organization_id, worker_id, path)
+        await asyncio.to_thread(target.unlink, missing_ok=True)
+
 
 def _write_atomically(target: Path, source: BinaryIO) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)

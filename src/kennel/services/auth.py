@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from kennel.clock import Clock
 from kennel.errors import AuthenticationError, InvalidInputError
@@ -16,26 +16,39 @@ KEY_PREFIX = "hdg_"
 DEFAULT_ORGANIZATION = "default"
 DEFAULT_ADMIN = "admin@localhost"
 
-# Keys are random 256-bit secrets, so a fast hash is safe; a slow KDF would only cost latency.
-_CACHE_SECONDS = 30.0
+PREFIX_LENGTH = 12
+"""Characters of a key kept in clear to tell keys apart: `hdg_` and 8 random ones (48 bits).
+Keys made before it grew from 8 keep their 8."""
+
+KEY_USE_INTERVAL = timedelta(minutes=1)
+"""A key's last use is written at most once per interval: a write per request would cost more
+than the lookup it follows. A dashboard showing it is that much behind at worst."""
+
+_NOTED_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
+    """A new key, shown this once: only its hash and prefix are stored."""
+
     organization: Organization
     user: User
     key: str
 
 
+# Keys are random 256-bit secrets, so a fast hash is safe; a slow KDF would only cost latency.
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 class AuthService:
+    """Who is calling: API keys checked on every request, so a revoked key stops at once."""
+
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        # When this process last recorded each key's use; bounds the writes, not the checks.
+        self._noted: dict[str, datetime] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an `Authorization: Bearer <key>` header."""
@@ -43,17 +56,32 @@ class AuthService:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-        digest = hash_key(key)
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        principal = await self._store.auth.principal_for(digest)
+        # No cache: one indexed read per request is what lets a revocation, made by any
+        # process, take effect on the next request.
+        principal = await self._store.auth.principal_for(hash_key(key))
         if principal is None:
-            raise AuthenticationError("invalid API key")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (time.monotonic() + _CACHE_SECONDS, principal)
+            raise AuthenticationError("invalid or revoked API key")
+        await self._note_use(principal.key_id)
         return principal
+
+    async def principal_for_key(self, key_id: str) -> Principal:
+        """The caller behind a key id, such as a dashboard session's, while the key is active."""
+        principal = await self._store.auth.principal_for_key(key_id)
+        if principal is None:
+            raise AuthenticationError("this API key was revoked: sign in again")
+        await self._note_use(key_id)
+        return principal
+
+    async def _note_use(self, key_id: str) -> None:
+        now = self._clock.now()
+        noted = self._noted.get(key_id)
+        if noted is not None and now - noted < KEY_USE_INTERVAL:
+            return
+        if len(self._noted) >= _NOTED_KEYS:
+            self._noted.clear()
+        # Noted before the write, so concurrent requests with one key write once.
+        self._noted[key_id] = now
+        await self._store.auth.record_key_use(key_id, now, unless_since=now - KEY_USE_INTERVAL)
 
     async def create_key(self, organization: str, email: str) -> CreatedKey:
         """A new key for the user, creating the organization and the user when missing."""
@@ -62,10 +90,19 @@ class AuthService:
             raise InvalidInputError("organization name must be 1-200 characters")
         if "@" not in email or len(email) > 320:
             raise InvalidInputError(f"not an e-mail address: {email!r}")
-        now = self._clock.now()
-        org, user = await self._store.auth.ensure_member(organization, email, now)
+        org, user = await self._store.auth.ensure_member(organization, email, self._clock.now())
+        return await self._issue(org, user)
+
+    async def create_key_for(self, principal: Principal) -> CreatedKey:
+        """A new key for the caller's own user (the dashboard's "create key")."""
+        org, user = await self._store.auth.member(principal.organization_id, principal.user_id)
+        return await self._issue(org, user)
+
+    async def _issue(self, org: Organization, user: User) -> CreatedKey:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        await self._store.auth.create_api_key(user, hash_key(key), key[:8], now)
+        await self._store.auth.create_api_key(
+            user, hash_key(key), key[:PREFIX_LENGTH], self._clock.now()
+        )
         return CreatedKey(org, user, key)
 
     async def bootstrap_admin_key(self) -> CreatedKey | None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from kennel.models import Usage
+from kennel.config import Settings
+from kennel.models import BUDGET_CAPS, Budget, BudgetCaps, Usage
 
 TOKENS_PER_CREDIT = 1000
 
@@ -32,3 +33,14 @@ def add_usage(first: Usage, second: Usage) -> Usage:
         tool_calls=first.tool_calls + second.tool_calls,
         credits=first.credits + second.credits,
     )
+
+
+def budget_caps(budget: Budget, settings: Settings) -> BudgetCaps:
+    """What one turn of `budget` may spend; `unlimited` is held by the server's safety caps."""
+    if budget is Budget.UNLIMITED:
+        return BudgetCaps(
+            requests=settings.unlimited_max_requests,
+            tool_calls=settings.unlimited_max_tool_calls,
+            tokens=settings.unlimited_max_tokens,
+        )
+    return BUDGET_CAPS[budget]

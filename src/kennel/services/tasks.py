@@ -278,6 +278,7 @@ class TaskService:
         status: TaskStatus | None,
         page: int,
         page_size: int,
+        triggered_by: TriggeredBy | None = None,
     ) -> Page[Task]:
         items, total = await self._store.tasks.list_visible(
             principal.organization_id,
@@ -286,6 +287,7 @@ class TaskService:
             status=status,
             offset=(page - 1) * page_size,
             limit=page_size,
+            triggered_by=triggered_by,
         )
         return Page.of(items, page=page, page_size=page_size, total=total)
 

@@ -23,7 +23,6 @@ from kennel.errors import KennelError, LeaseLostError
 from kennel.files.folder import WorkspaceFolder
 from kennel.files.workspace import Workspaces, download_url
 from kennel.models import (
-    BUDGET_CAPS,
     CANCELLED,
     Budget,
     BudgetCaps,
@@ -33,7 +32,7 @@ from kennel.models import (
     TurnJob,
     TurnOutcome,
 )
-from kennel.services.billing import add_usage, credits_for
+from kennel.services.billing import add_usage, budget_caps, credits_for
 from kennel.services.tasks import is_own_title
 from kennel.storage import ExpiredJob, Store
 from kennel.storage.wakeups import Subscription, cancel_topic, task_topic
@@ -231,13 +230,7 @@ class TurnService:
             return None
 
     def _caps(self, budget: Budget) -> BudgetCaps:
-        if budget is Budget.UNLIMITED:
-            return BudgetCaps(
-                requests=self._settings.unlimited_max_requests,
-                tool_calls=self._settings.unlimited_max_tool_calls,
-                tokens=self._settings.unlimited_max_tokens,
-            )
-        return BUDGET_CAPS[budget]
+        return budget_caps(budget, self._settings)
 
     def _watcher_of(self, task_key: int) -> Callable[[], bool]:
         """Whether anyone may be following the task live: its local readers subscribe to its

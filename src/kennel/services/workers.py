@@ -17,8 +17,16 @@ from kennel.agent.runtime import AgentRuntime
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, KennelError, NotFoundError, PermissionDeniedError
-from kennel.files.workspace import Workspaces, safe_relative_path
-from kennel.models import JSONObject, Page, Principal, Visibility, Worker, WorkspaceFile
+from kennel.files.workspace import Upload, Workspaces, safe_relative_path
+from kennel.models import (
+    JSONObject,
+    Page,
+    Principal,
+    Visibility,
+    Worker,
+    WorkerOverview,
+    WorkspaceFile,
+)
 from kennel.services.billing import credits_for
 from kennel.services.dognames import dog_name
 from kennel.storage import Store
@@ -174,6 +182,20 @@ class WorkerService:
         )
         return Page.of(items, page=page, page_size=page_size, total=total)
 
+    async def overview(
+        self, principal: Principal, search: str, page: int, page_size: int
+    ) -> Page[WorkerOverview]:
+        """The workers the caller sees, with their use, optionally only those whose title or
+        summary contains `search`."""
+        items, total = await self._store.workers.overview(
+            principal.organization_id,
+            principal.user_id,
+            search=search.strip()[:200],
+            offset=(page - 1) * page_size,
+            limit=page_size,
+        )
+        return Page.of(items, page=page, page_size=page_size, total=total)
+
     async def file(self, principal: Principal, worker_id: str, path: str) -> FoundFile:
         """A file of the worker's workspace that Kennel knows of (uploaded or written by it)."""
         worker = await self.visible(principal, worker_id)
@@ -182,6 +204,35 @@ class WorkerService:
         if record is None:
             raise NotFoundError(f"file {path} not found")
         return FoundFile(record, location)
+
+    async def files(
+        self, principal: Principal, worker_id: str, page: int, page_size: int
+    ) -> Page[WorkspaceFile]:
+        """The files of the worker's workspace that Kennel knows of, by path."""
+        worker = await self.visible(principal, worker_id)
+        items, total = await self._store.files.list(
+            worker.id, offset=(page - 1) * page_size, limit=page_size
+        )
+        return Page.of(items, page=page, page_size=page_size, total=total)
+
+    async def upload(
+        self, principal: Principal, worker_id: str, uploads: Sequence[Upload]
+    ) -> Sequence[WorkspaceFile]:
+        """Put files in the workspace, outside any task; whoever may run the worker may."""
+        worker = await self.visible(principal, worker_id)
+        saved = [
+            await self._workspaces.save(worker.organization_id, worker.id, upload)
+            for upload in uploads
+        ]
+        await self._store.files.record(worker.id, saved)
+        return saved
+
+    async def delete_file(self, principal: Principal, worker_id: str, path: str) -> None:
+        """Remove a workspace file: its creator's decision, like deleting the worker."""
+        worker = await self.owned(principal, worker_id)
+        path = safe_relative_path(path)
+        await self._workspaces.delete(worker.organization_id, worker.id, path)
+        await self._store.files.forget(worker.id, [path])
 
     async def email_address(self, principal: Principal, worker_id: str) -> str:
         worker = await self.visible(principal, worker_id)

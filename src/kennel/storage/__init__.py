@@ -6,11 +6,14 @@ from kennel.storage.auth import AuthStore
 from kennel.storage.database import Database
 from kennel.storage.events import EventStore
 from kennel.storage.files import FileStore
+from kennel.storage.keys import KeyStore
 from kennel.storage.mail import MailStore
 from kennel.storage.migrate import migrate
+from kennel.storage.organizations import OrganizationStore
 from kennel.storage.runs import ExpiredJob, RunStore
 from kennel.storage.schedules import ScheduleStore
 from kennel.storage.tasks import TaskSnapshot, TaskStore
+from kennel.storage.usage import UsageStore
 from kennel.storage.webhooks import WebhookStore
 from kennel.storage.workers import WorkerStore
 
@@ -29,6 +32,9 @@ class Store:
         self.schedules = ScheduleStore(database)
         self.webhooks = WebhookStore(database)
         self.mail = MailStore(database)
+        self.keys = KeyStore(database)
+        self.organizations = OrganizationStore(database)
+        self.usage = UsageStore(database)
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,6 +10,7 @@ from kennel import ids
 from kennel.errors import NotFoundError
 from kennel.models import Organization, Principal, User
 from kennel.storage.database import Database
+from kennel.storage.organizations import organization_from
 from kennel.storage.tables import api_keys, organizations, users
 
 
@@ -35,7 +35,7 @@ class AuthStore:
                     )
                 )
             else:
-                org = _organization(org_row)
+                org = organization_from(org_row)
             user_row = conn.execute(
                 sa.select(users).where(users.c.organization_id == org.id, users.c.email == email)
             ).first()
@@ -76,6 +76,40 @@ class AuthStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else Principal(row.organization_id, row.user_id, row.id)
 
+    async def principal_for_key(self, key_id: str) -> Principal | None:
+        """The caller behind a key id (a dashboard session), or None once it is revoked."""
+        query = sa.select(api_keys.c.organization_id, api_keys.c.user_id).where(
+            api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else Principal(row.organization_id, row.user_id, key_id)
+
+    async def record_key_use(self, key_id: str, now: datetime, *, unless_since: datetime) -> bool:
+        """Set the key's last use to `now` unless one was recorded at `unless_since` or later;
+        True if it was set. The condition lets several processes share one write a minute."""
+        update = (
+            api_keys.update()
+            .where(
+                api_keys.c.id == key_id,
+                sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < unless_since),
+            )
+            .values(last_used_at=now)
+        )
+        return bool(await self._db.write(lambda conn: conn.execute(update).rowcount))
+
+    async def member(self, organization_id: str, user_id: str) -> tuple[Organization, User]:
+        """The organization and its user, read together."""
+        query = (
+            sa.select(organizations, users.c.email, users.c.created_at.label("user_created_at"))
+            .join(users, users.c.organization_id == organizations.c.id)
+            .where(organizations.c.id == organization_id, users.c.id == user_id)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        if row is None:
+            raise NotFoundError(f"user {user_id} not found in organization {organization_id}")
+        user = User(user_id, organization_id, row.email, row.user_created_at)
+        return organization_from(row), user
+
     async def count_api_keys(self) -> int:
         query = sa.select(sa.func.count()).select_from(api_keys)
         return int(await self._db.read(lambda conn: conn.execute(query).scalar_one()))
@@ -85,7 +119,7 @@ class AuthStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFoundError(f"organization {organization_id} not found")
-        return _organization(row)
+        return organization_from(row)
 
     async def charge(self, organization_id: str, credits: int) -> None:
         """Take credits from the organization's balance, if it has one (spent outside a turn)."""
@@ -108,7 +142,3 @@ class AuthStore:
         result = await self._db.write(lambda conn: conn.execute(update).rowcount)
         if result == 0:
             raise NotFoundError(f"organization {organization_id} not found")
-
-
-def _organization(row: Any) -> Organization:
-    return Organization(row.id, row.name, row.credit_balance, row.created_at)

@@ -25,6 +25,44 @@ class FileStore:
         row = await self._db.read(lambda conn: conn.execute(query).first())
         return None if row is None else _file(row)
 
+    async def list(
+        self, worker_id: str, *, offset: int, limit: int
+    ) -> tuple[list[WorkspaceFile], int]:
+        """The worker's files by path, with the total count."""
+        of_worker = workspace_files.c.worker_id == worker_id
+
+        def work(conn: sa.Connection) -> tuple[list[WorkspaceFile], int]:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(workspace_files).where(of_worker)
+            ).scalar_one()
+            rows = conn.execute(
+                sa.select(workspace_files)
+                .where(of_worker)
+                .order_by(workspace_files.c.path)
+                .offset(offset)
+                .limit(limit)
+            )
+            return [_file(row) for row in rows], int(total)
+
+        return await self._db.read(work)
+
+    async def record(self, worker_id: str, files: Sequence[WorkspaceFile]) -> None:
+        """Files put in the workspace outside any task (uploaded on the dashboard)."""
+        if files:
+            rows = [_row(worker_id, file) for file in files]
+            await self._db.write(
+                lambda conn: _upsert(
+                    conn,
+                    workspace_files,
+                    rows,
+                    keys=("worker_id", "path"),
+                    updates=("size", "media_type", "updated_at"),
+                )
+            )
+
+    async def forget(self, worker_id: str, paths: Sequence[str]) -> None:
+        await self._db.write(lambda conn: forget_files(conn, worker_id, paths))
+
 
 def record_task_files(
     conn: sa.Connection,
@@ -39,16 +77,7 @@ def record_task_files(
     _upsert(
         conn,
         workspace_files,
-        [
-            {
-                "worker_id": worker_id,
-                "path": file.path,
-                "size": file.size,
-                "media_type": file.media_type,
-                "updated_at": file.updated_at,
-            }
-            for file in files
-        ],
+        [_row(worker_id, file) for file in files],
         keys=("worker_id", "path"),
         updates=("size", "media_type", "updated_at"),
     )
@@ -107,6 +136,16 @@ def _upsert(
     else:
         statement = statement.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(statement)
+
+
+def _row(worker_id: str, file: WorkspaceFile) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "path": file.path,
+        "size": file.size,
+        "media_type": file.media_type,
+        "updated_at": file.updated_at,
+    }
 
 
 def _file(row: Any) -> WorkspaceFile:

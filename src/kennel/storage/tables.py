@@ -66,6 +66,8 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("revoked_at", EpochMillis, nullable=True),
+    # Written at most about once a minute per key (services/auth.py), not on every request.
+    sa.Column("last_used_at", EpochMillis, nullable=True),
 )
 
 workers = sa.Table(
@@ -140,6 +142,8 @@ turns = sa.Table(
     sa.Column("started_at", EpochMillis, nullable=True),
     sa.Column("completed_at", EpochMillis, nullable=True),
     sa.UniqueConstraint("task_key", "seq"),
+    # Usage reports select finished turns by day.
+    sa.Index("ix_turns_completed_at", "completed_at"),
 )
 
 task_events = sa.Table(

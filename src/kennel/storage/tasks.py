@@ -159,6 +159,7 @@ class TaskStore:
         status: TaskStatus | None,
         offset: int,
         limit: int,
+        triggered_by: TriggeredBy | None = None,
     ) -> tuple[list[Task], int]:
         """Unarchived tasks of live workers the user may see, newest first, with the total."""
         conditions = [
@@ -171,6 +172,8 @@ class TaskStore:
             conditions.append(tasks.c.worker_id == worker_id)
         if status is not None:
             conditions.append(tasks.c.status == status.value)
+        if triggered_by is not None:
+            conditions.append(tasks.c.triggered_by == triggered_by.value)
         joined = tasks.join(workers, workers.c.id == tasks.c.worker_id)
 
         def work(conn: sa.Connection) -> tuple[list[Task], int]:

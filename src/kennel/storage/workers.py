@@ -7,9 +7,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kennel.models import Visibility, Worker
+from kennel.models import Visibility, Worker, WorkerOverview
 from kennel.storage.database import Database
-from kennel.storage.tables import schedules, workers
+from kennel.storage.tables import schedules, tasks, workers
 from kennel.storage.wakeups import SCHEDULES_TOPIC
 
 _UPDATABLE = frozenset(
@@ -71,11 +71,7 @@ class WorkerStore:
         self, organization_id: str, user_id: str, *, offset: int, limit: int
     ) -> tuple[list[Worker], int]:
         """Live workers the user may see, newest first, with the total count."""
-        visible = sa.and_(
-            workers.c.organization_id == organization_id,
-            workers.c.deleted_at.is_(None),
-            sa.or_(workers.c.visibility == Visibility.PUBLIC.value, workers.c.user_id == user_id),
-        )
+        visible = _visible(organization_id, user_id)
 
         def work(conn: sa.Connection) -> tuple[list[Worker], int]:
             total = conn.execute(
@@ -91,6 +87,75 @@ class WorkerStore:
             return [worker_from_row(row) for row in rows], int(total)
 
         return await self._db.read(work)
+
+    async def overview(
+        self, organization_id: str, user_id: str, *, search: str, offset: int, limit: int
+    ) -> tuple[list[WorkerOverview], int]:
+        """Like `list_visible`, with each worker's task count, credits and last run, and only
+        workers whose title or summary contains `search` (any case). Two queries a page."""
+        visible = _visible(organization_id, user_id)
+        if search:
+            pattern = "%" + _escape_like(search.lower()) + "%"
+            visible = sa.and_(
+                visible,
+                sa.or_(
+                    sa.func.lower(workers.c.title).like(pattern, escape="\\"),
+                    sa.func.lower(workers.c.summary).like(pattern, escape="\\"),
+                ),
+            )
+
+        def work(conn: sa.Connection) -> tuple[list[WorkerOverview], int]:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(workers).where(visible)
+            ).scalar_one()
+            found = [
+                worker_from_row(row)
+                for row in conn.execute(
+                    sa.select(workers)
+                    .where(visible)
+                    .order_by(workers.c.created_at.desc(), workers.c.id.desc())
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ]
+            stats = {
+                row.worker_id: row
+                for row in conn.execute(
+                    sa.select(
+                        tasks.c.worker_id,
+                        sa.func.count().filter(tasks.c.archived_at.is_(None)).label("count"),
+                        sa.func.coalesce(sa.func.sum(tasks.c.total_credits), 0).label("credits"),
+                        sa.func.max(tasks.c.created_at).label("last_run_at"),
+                    )
+                    .where(
+                        tasks.c.organization_id == organization_id,
+                        tasks.c.worker_id.in_([worker.id for worker in found]),
+                    )
+                    .group_by(tasks.c.worker_id)
+                )
+            }
+            return [_overview(worker, stats.get(worker.id)) for worker in found], int(total)
+
+        return await self._db.read(work)
+
+
+def _overview(worker: Worker, row: Any) -> WorkerOverview:
+    if row is None:
+        return WorkerOverview(worker, 0, 0, None)
+    # `max()` keeps its argument's type, so the timestamp arrives as a datetime.
+    return WorkerOverview(worker, int(row.count), int(row.credits), row.last_run_at)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _visible(organization_id: str, user_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        workers.c.organization_id == organization_id,
+        workers.c.deleted_at.is_(None),
+        sa.or_(workers.c.visibility == Visibility.PUBLIC.value, workers.c.user_id == user_id),
+    )
 
 
 def _live(organization_id: str, worker_id: str) -> sa.ColumnElement[bool]:

@@ -1,10 +1,12 @@
-"""Multipart bodies of `POST /api/tasks` (spec §5, §16.15): any file part is an upload."""
+"""Multipart bodies (spec §5, §16.15): text parts are fields, any file part is an upload."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -16,10 +18,12 @@ MAX_FIELD_BYTES = 1024 * 1024
 MAX_PARTS = 1000
 
 
+@asynccontextmanager
 async def read_multipart(
     request: Request, settings: Settings
-) -> tuple[dict[str, Any], list[Upload]]:
-    """Text parts as fields, file parts as uploads; refuses bodies over the configured limits."""
+) -> AsyncIterator[tuple[dict[str, Any], list[Upload]]]:
+    """Text parts as fields, file parts as uploads, for as long as the block lasts (then the
+    spooled files are closed); refuses bodies over the configured limits."""
     limit = settings.max_upload_request_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -38,6 +42,13 @@ async def read_multipart(
     form = await limited.form(
         max_files=MAX_PARTS, max_fields=MAX_PARTS, max_part_size=MAX_FIELD_BYTES
     )
+    try:
+        yield _split(form, settings)
+    finally:
+        await form.close()
+
+
+def _split(form: FormData, settings: Settings) -> tuple[dict[str, Any], list[Upload]]:
     fields: dict[str, Any] = {}
     uploads: list[Upload] = []
     for name, value in form.multi_items():

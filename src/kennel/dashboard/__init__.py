@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages behind every `url` the API returns."""
