@@ -66,6 +66,7 @@ def serve(host: str | None, port: int | None) -> None:
 async def _bootstrap(settings: Settings) -> CreatedKey | None:
     kennel = build(settings)
     try:
+        await kennel.catalog.check_setting()
         ProcessLock.for_database(kennel.store.database).release()
         await kennel.store.migrate()
         return await kennel.services.auth.bootstrap_admin_key()

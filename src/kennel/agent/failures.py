@@ -23,7 +23,7 @@ from pydantic_ai.exceptions import (
     UsageLimitExceeded,
 )
 
-from kennel.agent.providers import OPENAI_PROVIDERS, split_name, variables_of
+from kennel.agent.providers import OPENAI_PROVIDERS, safe_url, split_name, variables_of
 from kennel.models import TurnError
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _request_of(error: BaseException) -> tuple[str, str] | None:
             request = None
         method, url = getattr(request, "method", None), getattr(request, "url", None)
         if isinstance(method, str) and url is not None:
-            return method, _without_secrets(str(url))
+            return method, safe_url(str(url))
         current = current.__cause__ or current.__context__
     return None
 
@@ -135,14 +135,3 @@ def _root_cause(error: BaseException) -> BaseException:
         seen.add(id(inner))
         error = inner
     return error
-
-
-def _without_secrets(url: str) -> str:
-    """Scheme, host and path: some providers take a key in the query or the user part."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"

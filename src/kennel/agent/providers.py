@@ -4,6 +4,7 @@ and base URL, and the providers worth naming when a model name is wrong."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 OPENAI_PROVIDERS = frozenset({"openai", "openai-chat", "openai-responses"})
 """The providers Kennel builds itself, from `KENNEL_OPENAI_BASE_URL` and `KENNEL_OPENAI_API_KEY`."""
@@ -58,3 +59,15 @@ def split_name(model_name: str) -> tuple[str, str]:
 
 def variables_of(provider: str) -> ProviderVariables:
     return _KNOWN.get(provider, _UNKNOWN)
+
+
+def safe_url(url: str) -> str:
+    """Scheme, host, port and path of a URL, for logs: some providers take a key in the query
+    string or the user part."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
