@@ -224,6 +224,7 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
         [log] = await _executions(api, worker_id, 1)
         assert log["errorMessage"].startswith("refused")
         assert "127.0.0.1" in log["errorMessage"]
+        assert "KENNEL_ALLOW_PRIVATE_NETWORKS" in log["errorMessage"]
         assert receiver.to(url.replace("hooks.example.test", "127.0.0.1")) == []
 
 

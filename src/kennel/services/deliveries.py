@@ -24,6 +24,7 @@ from kennel.models import DeliveryStatus, JSONObject, WebhookDelivery, WebhookEx
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
 from kennel.services.backoff import backoff_seconds
 from kennel.services.tasks import TaskService, WorkerState
+from kennel.services.webhooks import explain
 from kennel.storage import Store
 from kennel.storage.webhooks import AttemptResult
 
@@ -148,7 +149,7 @@ class WebhookDeliverer:
             ):
                 status = response.status_code
         except UnsafeURLError as error:
-            return _Answer(None, f"refused: {error}")
+            return _Answer(None, f"refused: {explain(error, url, settings)}")
         except (httpx.TimeoutException, TimeoutError):
             return _Answer(None, f"timed out after {settings.webhook_timeout_seconds:g} s")
         except httpx.HTTPError as error:
