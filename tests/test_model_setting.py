@@ -15,7 +15,7 @@ from kennel.agent.models import ModelCatalog
 from kennel.config import Settings
 from kennel.errors import ModelNotConfiguredError
 from kennelapp import Api
-from server import KENNEL, KennelServer, free_port
+from server import KENNEL, free_port
 
 
 def _catalog_messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -109,12 +109,3 @@ async def test_a_worker_model_no_provider_serves_is_a_400(api: Api, model: str) 
     response = await api.client.post("/api/workers", json={"model": model})
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "invalid_model"
-
-
-def test_a_served_kennel_logs_its_model(tmp_path: Path, llm: FakeLLM) -> None:
-    server = KennelServer(tmp_path, llm).start()
-    try:
-        log = server.log.read_text()
-    finally:
-        server.stop()
-    assert "model in use: KENNEL_MODEL=openai-chat:fake-model, Chat Completions API at " in log

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     model: str | None = None
     public_url: str | None = None
     host: str = "127.0.0.1"
+    access_log: bool = True
     port: int = Field(default=8000, ge=0, le=65535)
     email_domain: str = "kennel.localhost"
     smtp_port: int | None = Field(default=None, ge=0, le=65535)

@@ -13,6 +13,7 @@ from kennel.models import Organization, Principal, User
 from kennel.storage import Store
 
 KEY_PREFIX = "hdg_"
+PREFIX_LENGTH = 8
 DEFAULT_ORGANIZATION = "default"
 DEFAULT_ADMIN = "admin@localhost"
 
@@ -29,6 +30,23 @@ class CreatedKey:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_prefix(key: str) -> str:
+    """The part of a key that may be shown and logged: `hdg_` and 4 of its 43 random characters."""
+    return key[:PREFIX_LENGTH]
+
+
+def shown_key(authorization: str | None) -> str:
+    """How a request's `Authorization` header appears in logs: a Kennel key's prefix
+    (`hdg_ab12…`), `-` without a key, `?` for any other token (none of it is shown)."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return "-"
+    if key.startswith(KEY_PREFIX) and len(key) > PREFIX_LENGTH:
+        return key_prefix(key) + "…"
+    return "?"
 
 
 class AuthService:
@@ -65,7 +83,7 @@ class AuthService:
         now = self._clock.now()
         org, user = await self._store.auth.ensure_member(organization, email, now)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        await self._store.auth.create_api_key(user, hash_key(key), key[:8], now)
+        await self._store.auth.create_api_key(user, hash_key(key), key_prefix(key), now)
         return CreatedKey(org, user, key)
 
     async def bootstrap_admin_key(self) -> CreatedKey | None:
