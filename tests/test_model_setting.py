@@ -43,6 +43,7 @@ def test_serve_refuses_to_start_on_a_malformed_model(tmp_path: Path) -> None:
     assert "KENNEL_MODEL=openai-chat:gpt-4.1-mini" in output  # what a valid value looks like
     assert "Known providers: openai-chat, openai, anthropic" in output
     assert "Uvicorn running" not in output and "Application startup" not in output
+    assert f"database: sqlite+aiosqlite:///{tmp_path / 'kennel.db'}" in output
     assert not (tmp_path / "kennel.db").exists()  # stopped before touching the database
 
 
