@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.config import Settings
 from kennel.models import BUDGET_CAPS, Budget
-from kennelapp import Api, kennel_api, settings_for
+from kennel.services.tasks import TaskRequest
+from kennelapp import Api, kennel_api, new_worker, settings_for
 from server import free_port
 
 
@@ -121,3 +123,27 @@ async def test_a_failed_turn_is_logged_at_warning_and_hinted_on_the_wire(
     assert f"turn {metadata['turnId']} of task {metadata['taskId']} failed" in line
     assert "model openai:fake-model" in line and "provider openai" in line
     assert "/v1/responses" in line and "HTTP 404" in line
+
+
+async def test_a_turn_whose_model_became_unusable_is_logged_too(
+    tmp_path: Path,
+    llm: FakeLLM,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    async with kennel_api(settings_for(tmp_path, llm), with_runner=False) as api:
+        worker_id = await new_worker(api.client, model="anthropic:claude-test-1")
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        request = TaskRequest(input="hello", worker_id=worker_id, task_id="t-unusable")
+        submitted = await api.kennel.services.tasks.submit(principal, request)
+        # The key is gone by the time the turn runs (the server restarted without it).
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        await api.kennel.catalog.aclose()
+        lease = timedelta(seconds=30)
+        [job] = await api.kennel.store.runs.claim_turns("me", 1, datetime.now(UTC), lease)
+        with caplog.at_level(logging.WARNING, logger="kennel.services.turns"):
+            await api.kennel.turns.run(job)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "kennel.services.turns"]
+    assert line.startswith(f"turn {submitted.turn.id} of task t-unusable failed: ")
+    assert "ANTHROPIC_API_KEY" in line and "(model_not_configured)" in line
