@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai.exceptions import (
+    ModelContextWindowExceededError,
+    ModelHTTPError,
+    ModelQuotaExceededError,
+    ModelRateLimitError,
+    ModelRequestTimeout,
+)
 
 from fakellm import FakeLLM
+from kennel.agent.failures import classify
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.config import Settings
@@ -94,6 +102,35 @@ async def test_the_url_in_the_log_has_no_query_and_no_password(llm: FakeLLM) -> 
     assert result.failure_detail is not None
     assert "hunter2" not in result.failure_detail and "sekret" not in result.failure_detail
     assert "127.0.0.1" in result.failure_detail
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            ModelRateLimitError("m", "Rate limit reached for org-Secret42"),
+            "the model provider failed: the provider is rate limiting requests",
+        ),
+        (ModelHTTPError(429, "m", "slow down"), "answered HTTP 429: the provider is rate limiting"),
+        (
+            ModelQuotaExceededError("m", "insufficient_quota for org-Secret42"),
+            "the model provider failed: the provider says the account's quota",
+        ),
+        (ModelHTTPError(403, "m"), "HTTP 403: the provider refused the API key: check GROQ_API"),
+        (ModelHTTPError(502, "m", "<html>bad gateway</html>"), "problem on its side"),
+        (ModelRequestTimeout("m", 300), "could not be reached: the provider did not answer"),
+        (
+            ModelContextWindowExceededError("m", "too long for org-Secret42"),
+            "the model provider failed: the conversation no longer fits",
+        ),
+    ],
+)
+def test_hints_for_failures_the_fake_server_does_not_stage(error: Exception, expected: str) -> None:
+    """Errors the SDKs would retry with back-off (or that need a real provider), built as
+    pydantic-ai raises them; the provider's own words never reach the caller."""
+    message = classify(error, "groq:llama-3.3").message
+    assert expected in message
+    assert "Secret42" not in message and "html" not in message and "slow down" not in message
 
 
 @pytest.fixture

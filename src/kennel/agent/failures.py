@@ -34,18 +34,20 @@ BODY_LOGGED = 300
 
 
 def classify(error: Exception, model_name: str | None = None) -> TurnError:
-    """Never leaks keys, URLs, provider bodies or stack traces (unexpected errors are logged
+    """Never leaks keys, URLs, HTTP bodies or stack traces (unexpected errors are logged
     here instead); `model_name` (`provider:model`) lets the hint name the right settings."""
     if isinstance(error, UsageLimitExceeded):
         return TurnError(BUDGET_EXHAUSTED, str(error))
     if isinstance(error, ModelAPIError):
+        hint = _hint(error, model_name or "")
         if isinstance(error, ModelHTTPError):
             message = f"the model provider answered HTTP {error.status_code}"
         elif isinstance(error, ModelConnectionError | ModelRequestTimeout):
             message = "the model provider could not be reached"
+        elif hint is not None:  # the hint says it in Kennel's words, not the provider's
+            message = "the model provider failed"
         else:
             message = f"the model provider failed: {error.message}"
-        hint = _hint(error, model_name or "")
         return TurnError("provider_error", f"{message}: {hint}" if hint else message)
     if isinstance(error, UnexpectedModelBehavior):
         return TurnError("invalid_model_output", f"the model misbehaved: {error.message}")
@@ -78,11 +80,11 @@ def _hint(error: ModelAPIError, model_name: str) -> str | None:
     """How to fix a provider failure, in words an API caller may see (settings, not values)."""
     provider, model = split_name(model_name)
     variables = variables_of(provider)
-    if isinstance(error, ModelNotFoundError) or getattr(error, "status_code", None) == 404:
+    status = getattr(error, "status_code", None)
+    if isinstance(error, ModelNotFoundError) or status == 404:
         request = _request_of(error)
         path = urlsplit(request[1]).path if request is not None else ""
-        on_responses = path.rstrip("/").endswith("/responses")
-        if on_responses and provider in OPENAI_PROVIDERS:
+        if path.rstrip("/").endswith("/responses") and provider in OPENAI_PROVIDERS:
             return (
                 "the server has no /responses endpoint (the OpenAI Responses API that 'openai:' "
                 f"models use); for a server that speaks only Chat Completions use "
@@ -92,19 +94,20 @@ def _hint(error: ModelAPIError, model_name: str) -> str | None:
             f"the provider does not know the model {model!r}, or {variables.base_url} "
             "points at the wrong server"
         )
-    if isinstance(error, ModelAuthenticationError):
+    # pydantic-ai sorts most failures into categories; the status is the fallback for the rest.
+    if isinstance(error, ModelAuthenticationError) or status in (401, 403):
         return f"the provider refused the API key: check {variables.api_key}"
-    if isinstance(error, ModelQuotaExceededError):
+    if isinstance(error, ModelQuotaExceededError) or status == 402:
         return "the provider says the account's quota or credits are spent"
-    if isinstance(error, ModelRateLimitError):
+    if isinstance(error, ModelRateLimitError) or status == 429:
         return "the provider is rate limiting requests; try again later"
     if isinstance(error, ModelContextWindowExceededError):
         return "the conversation no longer fits the model's context window; start a new task"
-    if isinstance(error, ModelTimeoutError | ModelRequestTimeout):
+    if isinstance(error, ModelTimeoutError | ModelRequestTimeout) or status == 408:
         return "the provider did not answer in time (KENNEL_MODEL_TIMEOUT_SECONDS)"
     if isinstance(error, ModelConnectionError):
         return f"could not connect to the provider: check {variables.base_url}"
-    if isinstance(error, ModelServerError | ModelUnavailableError):
+    if isinstance(error, ModelServerError | ModelUnavailableError) or (status or 0) >= 500:
         return "the provider had a problem on its side; try again later"
     return None
 
