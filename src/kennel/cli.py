@@ -31,8 +31,12 @@ def _settings(**overrides: Any) -> Settings:
 def _announce_database(settings: Settings) -> None:
     """Every command that opens the database says which one, on stderr: a relative data folder
     is relative to where the command runs, so two folders mean two databases."""
-    source = "KENNEL_DATABASE_URL" if settings.database_url else "KENNEL_DATA_DIR"
-    click.echo(f"database: {shown_database(settings)} (from {source})", err=True)
+    click.echo(f"database: {shown_database(settings)} (from {_source(settings)})", err=True)
+
+
+def _source(settings: Settings) -> str:
+    """The setting that chose the database."""
+    return "KENNEL_DATABASE_URL" if settings.database_url else "KENNEL_DATA_DIR"
 
 
 def shown_database(settings: Settings) -> str:
@@ -50,12 +54,12 @@ def _run(coroutine: Any, settings: Settings) -> Any:
     except KennelError as error:
         raise click.ClickException(error.message) from None
     except (OSError, DBAPIError) as error:
-        # Every command's work opens the database first: a refused connection, a missing
-        # folder or a wrong password surfaces here.
-        source = "KENNEL_DATABASE_URL" if settings.database_url else "KENNEL_DATA_DIR"
+        # The database is what the commands' work reaches out to: a refused connection, a
+        # folder that can't be written or a wrong password surfaces here.
         reason = getattr(error, "orig", None) or error
         raise click.ClickException(
-            f"cannot use the database {shown_database(settings)}: {reason} (check {source})"
+            f"cannot use the database {shown_database(settings)}: {reason} "
+            f"(check {_source(settings)})"
         ) from None
 
 
