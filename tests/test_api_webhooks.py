@@ -106,6 +106,28 @@ async def test_urls_kennel_refuses(api: Api, url: str, reason: str) -> None:
     assert (await api.client.get(hook(worker_id))).json() == {"token": None, "url": None}
 
 
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("http://hooks.example.com/a", "accepted with KENNEL_WEBHOOK_ALLOW_HTTP=true"),
+        ("https://127.0.0.1:8443/a", "add 127.0.0.1/32 (or its network) to "),
+        ("https://10.0.0.7/a", "KENNEL_ALLOW_PRIVATE_NETWORKS"),
+        ("https://[::1]/a", "add ::1/128 (or its network) to KENNEL_ALLOW_PRIVATE_NETWORKS"),
+    ],
+)
+async def test_a_refused_url_names_the_setting_that_allows_it(api: Api, url: str, fix: str) -> None:
+    worker_id = await new_worker(api.client)
+    response = await _put(api.client, worker_id, url)
+    assert response.status_code == 400
+    assert fix in response.json()["error"]
+
+
+async def test_only_http_urls_are_told_about_the_http_setting(api: Api) -> None:
+    worker_id = await new_worker(api.client)
+    response = await _put(api.client, worker_id, "ftp://hooks.example.com/a")
+    assert "KENNEL_WEBHOOK_ALLOW_HTTP" not in response.json()["error"]
+
+
 async def test_the_longest_url_passes(api: Api) -> None:
     worker_id = await new_worker(api.client)
     url = "https://hooks.example.com/" + "a" * (2048 - len("https://hooks.example.com/"))

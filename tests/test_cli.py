@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner, Result
 
+from kennel.cli import main
 from server import KENNEL, free_port
 
 
@@ -96,3 +99,48 @@ def test_a_second_server_on_the_same_sqlite_database_is_refused(tmp_path: Path) 
     finally:
         first.terminate()
         first.wait(timeout=15)
+
+
+def _invoke(*args: str, **env: str | None) -> Result:
+    """The command in this process (click's runner), with stdout and stderr kept apart."""
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_keys_create_names_its_database_and_warns_when_it_made_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    database = elsewhere / ".kennel" / "kennel.db"
+    args = ("keys", "create", "--org", "acme", "--user", "ada@acme.test")
+
+    first = _invoke(*args, KENNEL_DATA_DIR=None, KENNEL_DATABASE_URL=None)
+    assert first.exit_code == 0, first.output
+    assert f"database: sqlite+aiosqlite:///{database} (from KENNEL_DATA_DIR)" in first.stderr
+    assert "WARNING: there was no Kennel database" in first.stderr
+    assert "KENNEL_DATA_DIR (or KENNEL_DATABASE_URL)" in first.stderr
+    assert first.stdout.strip().splitlines()[-1].startswith("hdg_")
+    assert "WARNING" not in first.stdout  # scripts read the key from stdout
+
+    second = _invoke(*args, KENNEL_DATA_DIR=None, KENNEL_DATABASE_URL=None)
+    assert second.exit_code == 0, second.output
+    assert f"database: sqlite+aiosqlite:///{database}" in second.stderr
+    assert "WARNING" not in second.stderr
+
+
+def test_migrate_names_its_database(tmp_path: Path) -> None:
+    result = _invoke("migrate", KENNEL_DATA_DIR=str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert f"database: sqlite+aiosqlite:///{tmp_path / 'kennel.db'}" in result.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line_with_the_password_masked() -> None:
+    url = f"postgresql+asyncpg://kennel:s3cret@127.0.0.1:{free_port()}/kennel"
+    result = _invoke(
+        "keys", "create", "--org", "acme", "--user", "a@acme.test", KENNEL_DATABASE_URL=url
+    )
+    assert result.exit_code != 0
+    assert "cannot use the database postgresql+asyncpg://kennel:***@127.0.0.1:" in result.stderr
+    assert "(check KENNEL_DATABASE_URL)" in result.stderr
+    assert "s3cret" not in result.output and "Traceback" not in result.output

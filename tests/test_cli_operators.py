@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 
 from conftest import FakeClock
 from kennel.cli import main
+from kennel.config import Settings
 from kennel.models import Worker
-from kennel.operators import database_label
 from kennel.storage import Database, Store
 from records import finished_turn, stored_worker
 
@@ -82,9 +82,8 @@ def test_every_command_names_its_database_without_the_password(cli: Cli, databas
         first = result.stderr.splitlines()[0]
         assert first.startswith("database: ") and str(url.database) in first, args
         assert "hunter2" not in result.stderr + result.stdout
-    assert database_label("postgresql+asyncpg://kennel:hunter2@db/k") == (
-        "postgresql+asyncpg://kennel:***@db/k"
-    )
+    masked = Settings(database_url="postgresql+asyncpg://kennel:hunter2@db/k").database_label
+    assert masked == "postgresql+asyncpg://kennel:***@db/k (from KENNEL_DATABASE_URL)"
 
 
 def test_keys_are_listed_and_revoked_by_prefix(cli: Cli) -> None:

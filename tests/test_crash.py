@@ -116,3 +116,7 @@ def test_a_turn_interrupted_on_every_attempt_ends_in_error(
     assert worker["metadata"]["error"]["code"] == "interrupted"
     assert "interrupted 2 times" in worker["metadata"]["error"]["message"]
     assert worker["status"] == "completed" and worker["running"] is False
+    turn_id = done["turns"][0]["id"]
+    assert f"WARNING kennel.services.turns: turn {turn_id} failed: the run was interrupted 2" in (
+        server.log.read_text()
+    )

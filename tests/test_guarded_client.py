@@ -28,6 +28,8 @@ async def get(
 async def test_loopback_is_refused_unless_allow_listed(website: LocalSite) -> None:
     with pytest.raises(UnsafeURLError, match=r"loopback or reserved address \(127\.0\.0\.1\)"):
         await get(website.url("/notes.txt"))
+    with pytest.raises(UnsafeURLError, match=r"add 127\.0\.0\.1/32 .* KENNEL_ALLOW_PRIVATE"):
+        await get(website.url("/notes.txt"))
     response = await get(website.url("/notes.txt"), allowed=LOOPBACK_HOST)
     assert response.status_code == 200 and "feed the dogs" in response.text
 

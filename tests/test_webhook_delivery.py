@@ -226,6 +226,7 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
         assert log["errorMessage"].startswith("refused by the network policy, not retried: ")
         assert "hooks.example.test points at" in log["errorMessage"]
         assert "127.0.0.1" in log["errorMessage"]
+        assert "KENNEL_ALLOW_PRIVATE_NETWORKS" in log["errorMessage"]
         assert receiver.to(url.replace("hooks.example.test", "127.0.0.1")) == []
 
         # A refusal is final: no retry is waiting, however long one waits.

@@ -16,6 +16,7 @@ from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
 from kennel.api import errors, schedules, tasks, webhooks, workers
+from kennel.api.access import AccessLog
 from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
@@ -238,6 +239,8 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Task-Id", "X-Turn-Id", "Retry-After"],
     )
+    if kennel.settings.access_log:
+        app.add_middleware(AccessLog)  # added last: outermost, so it times the whole response
     errors.install(app)
     app.include_router(workers.router)
     app.include_router(tasks.router)

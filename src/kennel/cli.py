@@ -10,6 +10,7 @@ from typing import Any
 import click
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from kennel.app import build, create_app
 from kennel.config import Settings
@@ -26,11 +27,26 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"invalid settings:\n{error}") from None
 
 
-def _run(coroutine: Any) -> Any:
+def _announce_database(settings: Settings) -> None:
+    """Every command that opens the database says which one, on stderr: a relative data folder
+    is relative to where the command runs, so two folders mean two databases."""
+    click.echo(f"database: {settings.database_label}", err=True)
+
+
+def _run(coroutine: Any, settings: Settings) -> Any:
+    """Run a command's work; what the operator can fix is said in one line, not a traceback."""
     try:
         return asyncio.run(coroutine)
     except KennelError as error:
         raise click.ClickException(error.message) from None
+    except (OSError, DBAPIError) as error:
+        # The database is what the commands' work reaches out to: a refused connection, a
+        # folder that can't be written or a wrong password surfaces here.
+        reason = getattr(error, "orig", None) or error
+        raise click.ClickException(
+            f"cannot use the database {settings.database_label}: {reason} "
+            f"(check {settings.database_setting})"
+        ) from None
 
 
 @click.group()
@@ -48,7 +64,8 @@ def serve(host: str | None, port: int | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    created = _run(_bootstrap(settings))
+    _announce_database(settings)
+    created = _run(_bootstrap(settings), settings)
     if created is not None:
         click.echo("No API key existed, so one admin key was created. It is shown only once:")
         click.echo(f"  organization: {created.organization.name}  user: {created.user.email}")
@@ -68,6 +85,7 @@ def serve(host: str | None, port: int | None) -> None:
 async def _bootstrap(settings: Settings) -> CreatedKey | None:
     kennel = build(settings)
     try:
+        await kennel.catalog.check_setting()
         ProcessLock.for_database(kennel.store.database).release()
         await kennel.store.migrate()
         return await kennel.services.auth.bootstrap_admin_key()
@@ -86,17 +104,28 @@ def keys() -> None:
 @click.option("--user", "email", required=True, help="User e-mail (created if new).")
 def create_key(organization: str, email: str) -> None:
     """Create an API key; the key is the last line printed."""
-    created: CreatedKey = _run(_create_key(_settings(), organization, email))
+    settings = _settings()
+    _announce_database(settings)
+    created, was_new = _run(_create_key(settings, organization, email), settings)
+    if was_new:
+        click.echo(
+            f"WARNING: there was no Kennel database at {settings.database_label}, so a new "
+            "one was created, and the key below works only for a server on this database. "
+            "If your server runs elsewhere, run this command with its KENNEL_DATA_DIR (or "
+            "KENNEL_DATABASE_URL), or from the folder it runs in.",
+            err=True,
+        )
     click.echo(f"organization: {created.organization.name} ({created.organization.id})")
     click.echo(f"user: {created.user.email} ({created.user.id})")
     click.echo(created.key)
 
 
-async def _create_key(settings: Settings, organization: str, email: str) -> CreatedKey:
+async def _create_key(settings: Settings, organization: str, email: str) -> tuple[CreatedKey, bool]:
+    """The new key, and whether its database was created for it."""
     kennel = build(settings)
     try:
-        await kennel.store.migrate()
-        return await kennel.services.auth.create_key(organization, email)
+        was_new = await kennel.store.migrate()
+        return await kennel.services.auth.create_key(organization, email), was_new
     finally:
         await kennel.catalog.aclose()
         await kennel.store.close()
@@ -105,7 +134,9 @@ async def _create_key(settings: Settings, organization: str, email: str) -> Crea
 @main.command()
 def migrate() -> None:
     """Apply database migrations (serve does this on start too)."""
-    _run(_migrate(_settings()))
+    settings = _settings()
+    _announce_database(settings)
+    _run(_migrate(settings), settings)
     click.echo("database is up to date")
 
 

@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MB = 1024 * 1024
 RelaySecurity = Literal["plain", "starttls", "tls"]
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
     model: str | None = None
     public_url: str | None = None
     host: str = "127.0.0.1"
+    access_log: bool = True
     port: int = Field(default=8000, ge=0, le=65535)
     email_domain: str = "kennel.localhost"
     smtp_port: int | None = Field(default=None, ge=0, le=65535)
@@ -173,6 +176,24 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'kennel.db'}"
+
+    @property
+    def database_setting(self) -> str:
+        """The setting that chose the database."""
+        return "KENNEL_DATABASE_URL" if self.database_url else "KENNEL_DATA_DIR"
+
+    @property
+    def database_label(self) -> str:
+        """The database as commands name it: its URL, with a SQLite file's absolute path and
+        any password masked, and the setting that chose it."""
+        source = self.database_setting
+        try:
+            url = make_url(self.resolved_database_url)
+        except ArgumentError:
+            return f"(not a database URL) (from {source})"
+        if self.is_sqlite and url.database:
+            url = url.set(database=str(Path(url.database).resolve()))
+        return f"{url.render_as_string(hide_password=True)} (from {source})"
 
     @property
     def is_sqlite(self) -> bool:

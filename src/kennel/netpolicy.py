@@ -37,8 +37,18 @@ _UNSAFE_CHARACTERS = re.compile(r"[\x00-\x20\x7f\\]")
 _NUMERIC_HOST = re.compile(r"^[0-9][0-9a-fx.]*$")
 
 
+ALLOW_SETTING = "KENNEL_ALLOW_PRIVATE_NETWORKS"
+"""The setting whose networks `allowed_networks` holds, named in refusals so they say the fix."""
+
+
 class UnsafeURLError(ValueError):
-    """A URL Kennel refuses to send requests to; the message says why."""
+    """A URL Kennel refuses to send requests to; the message says why. `kind` names the rule:
+    `scheme` (not https, or http where it is not allowed), `address` (a private, loopback or
+    reserved destination) or `shape` (anything else about the URL)."""
+
+    def __init__(self, message: str, *, kind: str = "shape") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def check_url(url: str, *, allow_http: bool, allowed_networks: Iterable[IPNetwork] = ()) -> None:
@@ -57,7 +67,8 @@ def check_url(url: str, *, allow_http: bool, allowed_networks: Iterable[IPNetwor
         raise UnsafeURLError(
             "the URL must start with https://"
             if not allow_http
-            else "the URL must start with https:// or http://"
+            else "the URL must start with https:// or http://",
+            kind="scheme",
         )
     try:
         host, _port = parts.hostname, parts.port
@@ -70,10 +81,17 @@ def check_url(url: str, *, allow_http: bool, allowed_networks: Iterable[IPNetwor
     # `localhost` stands for two addresses; allow-listing either one is enough here, since
     # delivery checks the address it actually connects to.
     if addresses and not any(is_allowed_address(address, allowed) for address in addresses):
-        raise UnsafeURLError(
-            f"the URL points at a private, loopback or reserved address ({addresses[0]}); "
-            "allow its network in the settings to use it"
-        )
+        raise refused_address("the URL", addresses[0])
+
+
+def refused_address(subject: str, address: IPAddress) -> UnsafeURLError:
+    """The refusal of an internal destination, with the setting (and value) that allows it."""
+    network = ipaddress.ip_network(address)
+    return UnsafeURLError(
+        f"{subject} points at a private, loopback or reserved address ({address}); "
+        f"to allow it, add {network} (or its network) to {ALLOW_SETTING}",
+        kind="address",
+    )
 
 
 def literal_addresses(host: str) -> tuple[IPAddress, ...]:
@@ -200,10 +218,7 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
         allowed = [address for address in addresses if is_allowed_address(address, self._allowed)]
         if not allowed:
-            raise UnsafeURLError(
-                f"{host} points at a private, loopback or reserved address ({addresses[0]}); "
-                "allow its network in the settings to use it"
-            )
+            raise refused_address(host, addresses[0])
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in allowed:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)

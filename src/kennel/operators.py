@@ -29,11 +29,6 @@ T = TypeVar("T")
 ORG_HELP = "Organization name (see `kennel credits show`)."
 
 
-def database_label(url: str) -> str:
-    """The database URL with any password masked, as operators are shown it."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
 def _settings() -> Settings:
     try:
         return Settings()
@@ -44,7 +39,7 @@ def _settings() -> Settings:
 def _run(work: Callable[[Operations], Awaitable[T]]) -> T:
     """`work` on the configured database, named on stderr first; domain errors exit 1."""
     settings = _settings()
-    _check_database(settings.resolved_database_url)
+    _check_database(settings)
     try:
         return asyncio.run(_on_database(settings, work))
     except KennelError as error:
@@ -55,14 +50,14 @@ def _run(work: Callable[[Operations], Awaitable[T]]) -> T:
         raise click.ClickException(f"cannot use the database: {reason}") from None
 
 
-def _check_database(url: str) -> None:
+def _check_database(settings: Settings) -> None:
     """Name the database; refuse one Kennel can't use, or a SQLite file that isn't there (the
     command was run with other settings than the server's: it would make a new, empty one)."""
+    click.echo(f"database: {settings.database_label}", err=True)
     try:
-        parsed = sa.engine.make_url(url)
+        parsed = sa.engine.make_url(settings.resolved_database_url)
     except sa.exc.ArgumentError:
         raise click.ClickException("KENNEL_DATABASE_URL is not a database URL") from None
-    click.echo(f"database: {database_label(url)}", err=True)
     if parsed.drivername not in _DRIVERS:
         raise click.ClickException(
             "Kennel works on sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"

@@ -99,6 +99,8 @@ class TurnResult:
     sources: tuple[Source, ...] = ()
     files: tuple[WorkspaceFile, ...] = ()
     deleted_files: tuple[str, ...] = ()
+    failure_detail: str | None = None
+    """What the operator's log says of a failure (provider, URL, status); never for clients."""
 
 
 class AgentRuntime:
@@ -239,6 +241,7 @@ class TurnRun:
         self._stream = TurnEventStream(
             run_input=None, sdk_version=6, server_message_id=request.message_id
         )
+        self._stream.model_name = request.model_name
         self._usage: Callable[[], Usage] = Usage
 
     async def run(self) -> TurnResult:
@@ -266,7 +269,10 @@ class TurnRun:
                 return TurnResult(
                     text, None, usage, None, ui_message, None, BUDGET_EXHAUSTED, **done
                 )
-            return TurnResult(text, None, usage, None, ui_message, failure, **done)
+            detail = stream.failure_detail
+            return TurnResult(
+                text, None, usage, None, ui_message, failure, failure_detail=detail, **done
+            )
         output = result.output
         structured = dict(output) if request.output_schema is not None else None
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)

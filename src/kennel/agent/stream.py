@@ -20,7 +20,7 @@ from pydantic_ai.ui.vercel_ai.response_types import (
     MessageMetadataChunk,
 )
 
-from kennel.agent.failures import BUDGET_EXHAUSTED, classify
+from kennel.agent.failures import BUDGET_EXHAUSTED, classify, describe
 from kennel.models import CANCELLED, TurnError
 
 Chunk = dict[str, Any]
@@ -48,10 +48,15 @@ class TurnEventStream(VercelAIEventStream[Any, Any]):
     error for clients: the turn completes with what it has (spec §16.8).
     """
 
+    model_name: str | None = None
+    """The `provider:model` name the turn runs on, for the failure's hint and log line."""
     failure: TurnError | None = None
+    failure_detail: str | None = None
+    """The operator's account of the failure (see `describe`): for the log, never for clients."""
 
     async def on_error(self, error: Exception) -> AsyncIterator[BaseChunk]:
-        self.failure = failure = classify(error)
+        self.failure = failure = classify(error, self.model_name)
+        self.failure_detail = describe(error, self.model_name)
         async for chunk in super().on_error(error):
             if isinstance(chunk, ErrorChunk):
                 if failure.code == BUDGET_EXHAUSTED:

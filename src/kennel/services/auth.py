@@ -41,6 +41,23 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_prefix(key: str) -> str:
+    """The part of a key that may be shown and logged: `hdg_` and 8 of its 43 random characters."""
+    return key[:PREFIX_LENGTH]
+
+
+def shown_key(authorization: str | None) -> str:
+    """How a request's `Authorization` header appears in logs: a Kennel key's prefix
+    (`hdg_ab12…`), `-` without a key, `?` for any other token (none of it is shown)."""
+    scheme, _, key = (authorization or "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return "-"
+    if key.startswith(KEY_PREFIX) and len(key) > PREFIX_LENGTH:
+        return key_prefix(key) + "…"
+    return "?"
+
+
 class AuthService:
     """Who is calling: API keys checked on every request, so a revoked key stops at once."""
 
@@ -100,9 +117,8 @@ class AuthService:
 
     async def _issue(self, org: Organization, user: User) -> CreatedKey:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        await self._store.auth.create_api_key(
-            user, hash_key(key), key[:PREFIX_LENGTH], self._clock.now()
-        )
+        now = self._clock.now()
+        await self._store.auth.create_api_key(user, hash_key(key), key_prefix(key), now)
         return CreatedKey(org, user, key)
 
     async def bootstrap_admin_key(self) -> CreatedKey | None:

@@ -24,6 +24,7 @@ from kennel.models import DeliveryStatus, JSONObject, WebhookDelivery, WebhookEx
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
 from kennel.services.backoff import backoff_seconds
 from kennel.services.tasks import TaskService, WorkerState
+from kennel.services.webhooks import explain
 from kennel.storage import Store
 from kennel.storage.webhooks import AttemptResult
 
@@ -152,7 +153,8 @@ class WebhookDeliverer:
         except UnsafeURLError as error:
             # The same URL resolves the same way until an operator changes DNS or the
             # allow-list: retrying for a day would only hide the misconfiguration.
-            return _Answer(None, f"refused by the network policy, not retried: {error}", True)
+            reason = explain(error, url, settings)
+            return _Answer(None, f"refused by the network policy, not retried: {reason}", True)
         except (httpx.TimeoutException, TimeoutError):
             return _Answer(None, f"timed out after {settings.webhook_timeout_seconds:g} s")
         except httpx.HTTPError as error:

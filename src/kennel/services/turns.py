@@ -179,7 +179,9 @@ class TurnService:
             turn = await self._runtime.turn(request, sink.emit)
             result = await self._until_cancelled(job, turn.run(), cancelled)
         except KennelError as error:
-            return self._failed(sink, job, TurnError(error.code, error.message))
+            failure = TurnError(error.code, error.message)
+            _log_failure(context, failure, f"model {self._catalog_name(context) or 'none'}")
+            return self._failed(sink, job, failure)
         if result is None:
             sink.emit(ABORT_CHUNK)
             return replace(
@@ -188,6 +190,8 @@ class TurnService:
                 incomplete_reason=CANCELLED,
                 model_messages=None,
             )
+        if result.error is not None:
+            _log_failure(context, result.error, result.failure_detail)
         return _outcome(result)
 
     async def _until_cancelled(
@@ -270,6 +274,7 @@ class TurnService:
             started=turn is not None and turn.first_event_seq is not None,
             turn_id=expired.ref,
         )
+        logger.warning("turn %s failed: %s (%s)", expired.ref, error.message, error.code)
         outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
         bodies = [encode_chunk(chunk) for chunk in chunks]
         return await self._store.runs.fail_turn(expired, outcome, bodies, now)
@@ -287,6 +292,19 @@ def _lease_kept(job: TurnJob) -> Iterator[None]:
         yield
     except* LeaseLostError:
         logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
+
+
+def _log_failure(context: TurnContext, error: TurnError, detail: str | None) -> None:
+    """Every failed turn reaches the operator's log, with what the client was told and, for
+    provider failures, the provider, URL and HTTP status (`detail`)."""
+    logger.warning(
+        "turn %s of task %s failed: %s (%s); %s",
+        context.turn.id,
+        context.task.id,
+        error.message,
+        error.code,
+        detail or "no further detail",
+    )
 
 
 def _needs_title(context: TurnContext) -> bool:

@@ -84,4 +84,12 @@ class WebhookService:
                 allowed_networks=self._settings.allow_private_networks,
             )
         except UnsafeURLError as error:
-            raise InvalidInputError(f"webhook url: {error}", code="invalid_webhook_url") from None
+            message = f"webhook url: {explain(error, url, self._settings)}"
+            raise InvalidInputError(message, code="invalid_webhook_url") from None
+
+
+def explain(error: UnsafeURLError, url: str, settings: Settings) -> str:
+    """A refused webhook URL, with the setting that would accept it where one would."""
+    if error.kind == "scheme" and not settings.webhook_allow_http and url.startswith("http://"):
+        return f"{error} (http:// URLs are accepted with KENNEL_WEBHOOK_ALLOW_HTTP=true)"
+    return str(error)

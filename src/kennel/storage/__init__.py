@@ -40,8 +40,9 @@ class Store:
     def is_sqlite(self) -> bool:
         return self.database.is_sqlite
 
-    async def migrate(self) -> None:
-        await migrate(self.database)
+    async def migrate(self) -> bool:
+        """Bring the schema up to date; True when the database was new (had no schema)."""
+        return await migrate(self.database)
 
     async def close(self) -> None:
         await self.database.close()

@@ -38,10 +38,12 @@ async def current_revision(database: Database) -> str | None:
     return None if found is None else str(found)
 
 
-async def migrate(database: Database, revision: str = "head") -> None:
-    """Bring the schema to `revision`; safe to run on every start and from several processes."""
-    if revision == "head" and await current_revision(database) == HEAD:
-        return
+async def migrate(database: Database, revision: str = "head") -> bool:
+    """Bring the schema to `revision`; safe to run on every start and from several processes.
+    True when the database had no Kennel schema before: it was new (or someone else's)."""
+    found = await current_revision(database)
+    if revision == "head" and found == HEAD:
+        return False
     from alembic import command
 
     def work(conn: sa.Connection) -> None:
@@ -51,3 +53,4 @@ async def migrate(database: Database, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
     await database.write(work)
+    return found is None
