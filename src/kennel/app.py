@@ -149,30 +149,6 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Operations:
-    """What operators' commands use: the store and its services, without the runner, models,
-    tools or mail, so that a command starts fast and quietly."""
-
-    store: Store
-    auth: AuthService
-    keys: KeyService
-    organizations: OrganizationService
-    usage: UsageService
-
-
-def build_operations(settings: Settings, clock: Clock | None = None) -> Operations:
-    clock = clock or SystemClock()
-    store = Store(Database(settings.resolved_database_url))
-    return Operations(
-        store,
-        AuthService(store, clock),
-        KeyService(store, clock),
-        OrganizationService(store),
-        UsageService(store, clock),
-    )
-
-
 @asynccontextmanager
 async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
     """Migrated database, wake-ups and (by default) the background work: the runner, the

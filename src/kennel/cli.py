@@ -8,13 +8,12 @@ import sys
 from typing import Any
 
 import click
-import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from kennel.app import build, create_app
 from kennel.config import Settings
 from kennel.errors import KennelError
+from kennel.operations import build_operations
 from kennel.operators import credits, list_keys, revoke_key, usage
 from kennel.services.auth import CreatedKey
 from kennel.storage.database import ProcessLock
@@ -60,6 +59,11 @@ def main() -> None:
 @click.option("--port", type=int, help="Port to listen on (default: KENNEL_PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Serve the API and run workers' tasks, in one process."""
+    # The web app, the models and the tools take seconds to import: only serving needs them.
+    import uvicorn
+
+    from kennel.app import build, create_app
+
     settings = _settings(host=host, port=port)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -83,6 +87,8 @@ def serve(host: str | None, port: int | None) -> None:
 
 
 async def _bootstrap(settings: Settings) -> CreatedKey | None:
+    from kennel.app import build
+
     kennel = build(settings)
     try:
         await kennel.catalog.check_setting()
@@ -122,13 +128,12 @@ def create_key(organization: str, email: str) -> None:
 
 async def _create_key(settings: Settings, organization: str, email: str) -> tuple[CreatedKey, bool]:
     """The new key, and whether its database was created for it."""
-    kennel = build(settings)
+    operations = build_operations(settings)
     try:
-        was_new = await kennel.store.migrate()
-        return await kennel.services.auth.create_key(organization, email), was_new
+        was_new = await operations.store.migrate()
+        return await operations.auth.create_key(organization, email), was_new
     finally:
-        await kennel.catalog.aclose()
-        await kennel.store.close()
+        await operations.store.close()
 
 
 @main.command()
@@ -141,12 +146,11 @@ def migrate() -> None:
 
 
 async def _migrate(settings: Settings) -> None:
-    kennel = build(settings)
+    operations = build_operations(settings)
     try:
-        await kennel.store.migrate()
+        await operations.store.migrate()
     finally:
-        await kennel.catalog.aclose()
-        await kennel.store.close()
+        await operations.store.close()
 
 
 # The operators' commands live in kennel.operators, beside the ones above.

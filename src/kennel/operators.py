@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from kennel.app import Operations, build_operations
 from kennel.config import Settings
 from kennel.errors import KennelError
 from kennel.models import ApiKey, DailyUsage, Organization
+from kennel.operations import Operations, build_operations
 from kennel.services.organizations import UNLIMITED, credit_amount
 from kennel.terminal import inert, render_table
 
