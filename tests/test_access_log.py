@@ -13,6 +13,7 @@ import pytest
 
 from fakellm import FakeLLM, Sleep, Text
 from kennel.api.access import masked_query
+from kennel.services.auth import key_prefix
 from kennelapp import Api, kennel_api, settings_for
 from server import KennelServer
 
@@ -58,7 +59,7 @@ async def test_each_request_is_one_line_with_the_key_prefix_never_the_key(
         ("GET", "/api/workers", "401"),
         ("GET", "/api/workers", "401"),
     ]
-    assert [m["key"] for m in lines] == [key[:8] + "…"] * 3 + ["-", "?"]
+    assert [m["key"] for m in lines] == [key_prefix(key) + "…"] * 3 + ["-", "?"]
     every_line = "\n".join(record.getMessage() for record in caplog.records)
     assert key not in every_line and key[8:20] not in every_line
     assert "sk-live" not in every_line
@@ -119,5 +120,5 @@ def test_a_served_kennel_logs_its_model_and_one_line_per_request(
     assert "model in use: KENNEL_MODEL=openai-chat:fake-model, Chat Completions API at " in log
     requests = [line for line in log.splitlines() if "/api/workers?page=1" in line]
     assert len(requests) == 1, log  # uvicorn's own access log stays off
-    assert "kennel.access" in requests[0] and requests[0].endswith(f"key={key[:8]}…")
+    assert "kennel.access" in requests[0] and requests[0].endswith(f"key={key_prefix(key)}…")
     assert key not in log
