@@ -16,6 +16,7 @@ from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
 from kennel.api import errors, schedules, tasks, webhooks, workers
+from kennel.api.boundary import RequestGuard
 from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
@@ -177,6 +178,9 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.services = kennel.services
+    errors.install(app)
+    # Added first, so it runs inside CORS: its own answers (500s too) get CORS headers.
+    app.add_middleware(RequestGuard)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
@@ -184,7 +188,6 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Task-Id", "X-Turn-Id", "Retry-After"],
     )
-    errors.install(app)
     app.include_router(workers.router)
     app.include_router(tasks.router)
     app.include_router(schedules.router)
