@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from kennel.api.bodies import json_body
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import PageNumber, json_body
+from kennel.api.schemas import PageNumber
 from kennel.clock import iso
 from kennel.errors import InvalidInputError
 from kennel.models import Budget, Schedule, ScheduleKind, ScheduleRun
@@ -120,7 +121,7 @@ def run_wire(run: ScheduleRun) -> JSON:
 async def create_schedule(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = CreateScheduleBody.model_validate(await json_body(request))
+    body = CreateScheduleBody.model_validate(await json_body(request, app.settings.max_json_bytes))
     schedule = await app.schedules.create(caller, worker_id, body.request())
     return JSONResponse(schedule_wire(schedule))
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from kennel.api.bodies import json_body
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
-from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
+from kennel.api.schemas import CreateTaskBody, PageNumber
 from kennel.api.sse import sse_response, task_events
 from kennel.api.uploads import read_multipart
 from kennel.models import TaskStatus
@@ -26,23 +28,25 @@ KEEPALIVE = b" \n"
 @router.post("")
 async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) -> Response:
     """Store a turn, then answer with its final `Worker` object, or stream it live."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        fields, uploads = await read_multipart(request, app.settings)
-    else:
-        fields, uploads = await json_body(request), []
-    body = CreateTaskBody.model_validate(fields)
-    submitted = await app.tasks.submit(
-        caller,
-        TaskRequest(
-            input=body.input,
-            budget=body.budget,
-            task_id=body.task_id,
-            worker_id=body.worker_id,
-            metadata=body.metadata or {},
-            uploads=uploads,
-            live=body.stream,
-        ),
-    )
+    async with AsyncExitStack() as stack:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = read_multipart(request, app.settings)
+            fields, uploads = await stack.enter_async_context(form)
+        else:
+            fields, uploads = await json_body(request, app.settings.max_json_bytes), []
+        body = CreateTaskBody.model_validate(fields)
+        submitted = await app.tasks.submit(
+            caller,
+            TaskRequest(
+                input=body.input,
+                budget=body.budget,
+                task_id=body.task_id,
+                worker_id=body.worker_id,
+                metadata=body.metadata or {},
+                uploads=uploads,
+                live=body.stream,
+            ),
+        )
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
         events = task_events(

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from kennel.api.bodies import json_body
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import PageNumber, json_body
+from kennel.api.schemas import PageNumber
 from kennel.clock import iso
 from kennel.models import Page, Webhook, WebhookExecution
 
@@ -69,7 +70,7 @@ async def get_webhook(worker_id: str, caller: PrincipalDep, app: ServicesDep) ->
 async def update_webhook(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = UpdateWebhookBody.model_validate(await json_body(request))
+    body = UpdateWebhookBody.model_validate(await json_body(request, app.settings.max_json_bytes))
     return JSONResponse(webhook_wire(await app.webhooks.set_url(caller, worker_id, body.url)))
 
 

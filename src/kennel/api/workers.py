@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from kennel.api.bodies import json_body
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
-from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody, json_body
+from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody
 from kennel.api.sse import DONE, resume_point, sse_response, task_events, worker_frame
 from kennel.errors import NotFoundError
 from kennel.services.tasks import WorkerState
@@ -22,7 +23,7 @@ PAGE_SIZE = 50
 
 @router.post("")
 async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
-    body = CreateWorkerBody.model_validate(await json_body(request))
+    body = CreateWorkerBody.model_validate(await json_body(request, app.settings.max_json_bytes))
     draft = WorkerDraft(
         instructions=body.instructions,
         output_schema=body.output_schema,
@@ -79,7 +80,7 @@ async def _replay(app: Services, state: WorkerState, after: int) -> AsyncIterato
 async def update_worker(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = UpdateWorkerBody.model_validate(await json_body(request))
+    body = UpdateWorkerBody.model_validate(await json_body(request, app.settings.max_json_bytes))
     worker = await app.workers.update(caller, worker_id, body.changes())
     return JSONResponse(app.wire.template(worker))
 
