@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +23,10 @@ def _assert_error(response: httpx.Response, status: int, code: str) -> str:
     return str(body["error"])
 
 
-def nested(levels: int) -> str:
-    """`levels` JSON arrays inside one another: `[[...]]`."""
-    return "[" * levels + "]" * levels
+def task_with_metadata(levels: int) -> str:
+    """A task body whose metadata holds `levels` arrays inside one another (`[[...]]`): the
+    body nests two levels more."""
+    return '{"input": "x", "metadata": {"deep": ' + "[" * levels + "]" * levels + "}}"
 
 
 @pytest.fixture
@@ -38,7 +38,9 @@ async def small(tmp_path: Path, llm: FakeLLM) -> AsyncIterator[Api]:
 
 async def test_a_json_body_over_the_limit_is_413(small: Api) -> None:
     body = {"input": "x" * LIMIT}
-    error = _assert_error(await small.client.post("/api/tasks", json=body), 413, "payload_too_large")
+    error = _assert_error(
+        await small.client.post("/api/tasks", json=body), 413, "payload_too_large"
+    )
     assert str(LIMIT) in error
     for path in ("/api/workers", "/api/workers/wrk_x/schedules"):
         response = await small.client.post(path, json={"instructions": "x" * LIMIT})
@@ -66,13 +68,13 @@ async def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(small: A
 
 
 async def test_deep_nesting_is_400(api: Api) -> None:
-    for levels in (5000, MAX_DEPTH):  # the body and metadata are two levels more
-        body = '{"input": "x", "metadata": {"deep": %s}}' % nested(levels)
+    for levels in (5000, MAX_DEPTH - 1):
+        body = task_with_metadata(levels)
         response = await api.client.post(
             "/api/tasks", content=body, headers={"Content-Type": "application/json"}
         )
         assert "deeper than 64 levels" in _assert_error(response, 400, "invalid_request")
-    fits = json.loads('{"input": "x", "metadata": {"deep": %s}}' % nested(MAX_DEPTH - 2))
+    fits = json.loads(task_with_metadata(MAX_DEPTH - 2))
     assert (await api.client.post("/api/tasks", json=fits)).status_code == 200
 
 
