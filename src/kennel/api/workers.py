@@ -11,7 +11,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from kennel.api.bodies import json_body
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody
-from kennel.api.sse import DONE, resume_point, sse_response, task_events, worker_frame
+from kennel.api.sse import (
+    DONE,
+    MAX_EVENT_ID,
+    resume_point,
+    sse_response,
+    task_events,
+    worker_frame,
+)
 from kennel.errors import NotFoundError
 from kennel.services.tasks import WorkerState
 from kennel.services.workers import WorkerDraft
@@ -53,7 +60,9 @@ async def retrieve_worker(
     app: ServicesDep,
     stream: Annotated[str | None, Query()] = None,
     task_id: Annotated[str | None, Query(alias="taskId", min_length=1)] = None,
-    starting_after: Annotated[int | None, Query(alias="startingAfter", ge=0)] = None,
+    starting_after: Annotated[
+        int | None, Query(alias="startingAfter", ge=0, le=MAX_EVENT_ID)
+    ] = None,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
