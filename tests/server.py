@@ -81,7 +81,7 @@ class KennelServer:
         self._wait_until_ready()
         return self
 
-    def _wait_until_ready(self, seconds: float = 30) -> None:
+    def _wait_until_ready(self, seconds: float = 90) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             assert self.process is not None

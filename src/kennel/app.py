@@ -15,7 +15,7 @@ from kennel import __version__
 from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
-from kennel.api import errors, schedules, tasks, webhooks, workers
+from kennel.api import errors, openapi, schedules, tasks, webhooks, workers
 from kennel.api.boundary import RequestGuard
 from kennel.api.deps import Services
 from kennel.api.wire import Wire
@@ -179,6 +179,7 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
     )
     app.state.services = kennel.services
     errors.install(app)
+    openapi.install(app)
     # Added first, so it runs inside CORS: its own answers (500s too) get CORS headers.
     app.add_middleware(RequestGuard)
     app.add_middleware(

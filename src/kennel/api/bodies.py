@@ -32,7 +32,7 @@ async def limited_stream(request: Request, limit: int, what: str) -> AsyncGenera
         yield chunk
 
 
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The JSON object in the body; an empty body counts as `{}` (spec §1.3)."""
     raw = bytearray()
     async for chunk in limited_stream(request, limit, "the JSON body"):

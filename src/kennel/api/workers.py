@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from kennel.api.bodies import json_body
+from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
+from kennel.api.openapi import COMMON_ERRORS, FILE_BYTES, STREAM_OR_JSON, errors, json_body
 from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody
 from kennel.api.sse import (
     DONE,
@@ -23,14 +24,14 @@ from kennel.errors import NotFoundError
 from kennel.services.tasks import WorkerState
 from kennel.services.workers import WorkerDraft
 
-router = APIRouter(prefix="/api/workers")
+router = APIRouter(prefix="/api/workers", responses=COMMON_ERRORS)
 
 PAGE_SIZE = 50
 
 
-@router.post("")
+@router.post("", openapi_extra=json_body(CreateWorkerBody), responses=errors(413))
 async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
-    body = CreateWorkerBody.model_validate(await json_body(request, app.settings.max_json_bytes))
+    body = CreateWorkerBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     draft = WorkerDraft(
         instructions=body.instructions,
         output_schema=body.output_schema,
@@ -53,7 +54,7 @@ async def list_workers(
     return JSONResponse(app.wire.page(found, [app.wire.template(w) for w in found.items]))
 
 
-@router.get("/{worker_id}")
+@router.get("/{worker_id}", responses={**errors(404), **STREAM_OR_JSON})
 async def retrieve_worker(
     worker_id: str,
     caller: PrincipalDep,
@@ -85,27 +86,29 @@ async def _replay(app: Services, state: WorkerState, after: int) -> AsyncIterato
         yield frame
 
 
-@router.patch("/{worker_id}")
+@router.patch(
+    "/{worker_id}", openapi_extra=json_body(UpdateWorkerBody), responses=errors(403, 404, 413)
+)
 async def update_worker(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = UpdateWorkerBody.model_validate(await json_body(request, app.settings.max_json_bytes))
+    body = UpdateWorkerBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     worker = await app.workers.update(caller, worker_id, body.changes())
     return JSONResponse(app.wire.template(worker))
 
 
-@router.delete("/{worker_id}")
+@router.delete("/{worker_id}", responses=errors(403, 404))
 async def delete_worker(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     await app.workers.delete(caller, worker_id)
     return JSONResponse({"deleted": True})
 
 
-@router.get("/{worker_id}/email")
+@router.get("/{worker_id}/email", responses=errors(404))
 async def worker_email(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     return JSONResponse({"email": await app.workers.email_address(caller, worker_id)})
 
 
-@router.get("/{worker_id}/files/{path:path}")
+@router.get("/{worker_id}/files/{path:path}", responses={**errors(404), **FILE_BYTES})
 async def worker_file(
     worker_id: str, path: str, caller: PrincipalDep, app: ServicesDep
 ) -> FileResponse:
