@@ -83,6 +83,7 @@ async def test_deep_nesting_is_400(api: Api) -> None:
     [
         (b'{"input": "x", "metadata": {"n": NaN}}', "malformed_json", "NaN"),
         (b'{"input": "x", "metadata": {"n": -Infinity}}', "malformed_json", "Infinity"),
+        (b'{"input": "x", "metadata": {"n": 1e400}}', "invalid_request", "Infinity"),
         (b'{"input": "a\\u0000b"}', "invalid_request", "NUL"),
         (b'{"input": "x", "metadata": {"k\\u0000": 1}}', "invalid_request", "NUL"),
         (b'{"input": "x", "metadata": {"s": "\\ud800"}}', "invalid_request", "surrogate"),
