@@ -100,7 +100,12 @@ async def test_references_inside_the_schema_resolve(api: Api, llm: FakeLLM) -> N
         "type": "object",
         "definitions": {
             "money": {"type": "number", "minimum": 0},
-            "party": {"$id": "party.json", "type": "object", "required": ["name"]},
+            "party": {
+                "$id": "party.json",
+                "type": "object",
+                "required": ["name"],
+                "properties": {"boss": {"$ref": "#"}},  # party.json itself: recursion
+            },
         },
         "properties": {
             "total": {"$ref": "#/definitions/money"},
@@ -115,14 +120,16 @@ async def test_references_inside_the_schema_resolve(api: Api, llm: FakeLLM) -> N
     llm.script(
         "Read the invoice",
         tool_calls(ToolCall("final_result", {"total": -3, "vendor": {"name": "ACME"}})),
+        tool_calls(ToolCall("final_result", {"total": 3, "vendor": {"name": "A", "boss": {}}})),
         tool_calls(ToolCall("final_result", {"total": 3, "vendor": {"name": "ACME"}})),
     )
     response = await api.client.post(
         "/api/tasks", json={"input": "Read the invoice", "workerId": created.json()["id"]}
     )
     assert response.json()["structured_output"] == {"total": 3, "vendor": {"name": "ACME"}}
-    retry = json.dumps(llm.requests[-1]["messages"])
-    assert "total" in retry and "minimum" in retry  # the local reference was followed
+    retries = json.dumps(llm.requests[-1]["messages"])
+    assert "minimum" in retries  # #/definitions/money was followed
+    assert "vendor/boss: 'name' is a required property" in retries  # and party.json's "#"
 
 
 async def test_a_stored_schema_with_a_remote_reference_fails_its_turns_unfetched(

@@ -153,7 +153,8 @@ class AgentRuntime:
 
     def _structured_agent(self, schema: JSONObject) -> Agent[Toolbox, JSONObject]:
         """An agent whose answers must match `schema`; re-asked (up to 3 times) until they do.
-        A schema stored before today's rules (a remote `$ref`...) fails the turn instead."""
+        A stored schema that breaks the rules (saved before they were checked, with a remote
+        `$ref` say) fails the turn instead."""
         key = json.dumps(schema, sort_keys=True)
         agent = self._structured.get(key)
         if agent is not None:
@@ -287,14 +288,10 @@ class TurnRun:
 
 def _schema_validator(validator: Draft7Validator) -> Callable[[JSONObject], JSONObject]:
     def validate(output: JSONObject) -> JSONObject:
-        try:
-            problems = [
-                f"{'/'.join(str(step) for step in error.absolute_path) or '(root)'}: "
-                f"{error.message}"
-                for error in validator.iter_errors(output)
-            ]
-        except RecursionError:  # a recursive schema, and an answer nested past Python's stack
-            problems = ["the answer is nested too deeply"]
+        problems = [
+            f"{'/'.join(str(step) for step in error.absolute_path) or '(root)'}: {error.message}"
+            for error in validator.iter_errors(output)
+        ]
         if problems:
             raise ModelRetry(
                 "The answer does not match the required JSON schema: " + "; ".join(problems[:10])
