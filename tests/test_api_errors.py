@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
 
 from fakellm import FakeLLM
+from kennel.api.boundary import RequestGuard
 from kennelapp import Api, kennel_api, settings_for
 
 
@@ -157,3 +160,25 @@ async def test_a_nul_character_in_the_url_is_400(api: Api) -> None:
     for url in ("/api/workers/wrk_a%00b", "/api/tasks/t%00", "/api/tasks?workerId=w%00"):
         _assert_error(await api.client.get(url), 400, "invalid_url")
     assert (await api.client.get("/api/tasks?workerId=w%01")).json()["totalCount"] == 0
+
+
+async def test_a_client_gone_mid_request_gets_no_answer_and_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nobody is left to read a 500, and a client hanging up is not the server's failure."""
+
+    async def reading_app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ClientDisconnect()
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/api/tasks", "query_string": b""}
+    await RequestGuard(reading_app)(scope, receive, send)
+    assert sent == []
+    assert "unhandled" not in caplog.text
