@@ -10,28 +10,39 @@ Infinity are not JSON, although Python's `json` reads and writes them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 MAX_DEPTH = 64
 """Arrays and objects inside one another; `{}` is one level, `{"a": []}` two."""
 
 
 def problem_of(value: object, *, max_depth: int = MAX_DEPTH) -> str | None:
-    """Why `value` can't be kept as JSON, as a phrase without its subject ("nests ..."), or None."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth + 1 > max_depth:
-                return f"nests arrays and objects deeper than {max_depth} levels"
-            children = list(item.values()) if isinstance(item, dict) else item
-            keys = list(item.keys()) if isinstance(item, dict) else []
-            stack.extend((child, depth + 1) for child in [*keys, *children])
-        elif isinstance(item, str):
-            problem = text_problem(item)
+    """Why `value` can't be kept as JSON, as a phrase without its subject ("nests ..."), or None.
+    Runs on every request body: one pass, strings and numbers checked where they are met."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+            problem = next(filter(None, map(text_problem, item)), None)  # the keys
             if problem is not None:
                 return problem
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "holds NaN or Infinity, which are not JSON numbers"
+        elif isinstance(item, list):
+            children = item
+        else:  # a scalar at the top
+            children = (item,)
+        for child in children:
+            if isinstance(child, str):
+                if "\x00" in child or not child.isascii():
+                    problem = text_problem(child)
+                    if problem is not None:
+                        return problem
+            elif isinstance(child, dict | list):
+                if depth + 1 > max_depth:
+                    return f"nests arrays and objects deeper than {max_depth} levels"
+                pending.append((child, depth + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                return "holds NaN or Infinity, which are not JSON numbers"
     return None
 
 
