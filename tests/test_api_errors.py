@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
 
 from fakellm import FakeLLM
+from kennel.api.boundary import RequestGuard
 from kennelapp import Api, kennel_api, settings_for
 
 
@@ -137,3 +140,45 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path, llm: Fake
         _assert_error(response, 429, "rate_limited")
         assert int(response.headers["retry-after"]) >= 1
         assert "x-should-retry" not in response.headers
+
+
+async def test_an_unexpected_error_is_a_json_500_that_leaks_nothing(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    async with kennel_api(settings_for(tmp_path, llm)) as api:
+        (tmp_path / "workspaces").write_text("a file where the workspaces folder should be")
+        response = await api.client.post(
+            "/api/tasks", data={"input": "hi"}, files={"files": ("notes.txt", b"woof")}
+        )
+        body = _assert_error(response, 500, "internal_error")
+        assert body["error"] == "internal server error"
+        assert (await api.client.get("/api/workers")).status_code == 200
+
+
+async def test_a_nul_character_in_the_url_is_400(api: Api) -> None:
+    """PostgreSQL refuses NUL in text, so such an id must never reach the database."""
+    for url in ("/api/workers/wrk_a%00b", "/api/tasks/t%00", "/api/tasks?workerId=w%00"):
+        _assert_error(await api.client.get(url), 400, "invalid_url")
+    assert (await api.client.get("/api/tasks?workerId=w%01")).json()["totalCount"] == 0
+
+
+async def test_a_client_gone_mid_request_gets_no_answer_and_logs_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nobody is left to read a 500, and a client hanging up is not the server's failure."""
+
+    async def reading_app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise ClientDisconnect()
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/api/tasks", "query_string": b""}
+    await RequestGuard(reading_app)(scope, receive, send)
+    assert sent == []
+    assert "unhandled" not in caplog.text

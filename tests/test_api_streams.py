@@ -73,6 +73,28 @@ async def test_a_reader_resumes_after_the_last_event_it_saw(api: Api) -> None:
         assert rest == numbered[3:]
 
 
+async def test_resume_points_out_of_range_are_400_before_the_stream_starts(api: Api) -> None:
+    worker = await _run(api, "resume me", "tsk_range")
+    url = f"/api/workers/{worker['id']}"
+    for last_event_id in ("9" * 30, str(2**63), "1" * 5000):
+        response = await api.client.get(
+            url, params={"stream": "true"}, headers={"Last-Event-ID": last_event_id}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_request"
+    for starting_after in (str(2**70), "1" * 5000, "-1"):
+        response = await api.client.get(
+            url, params={"stream": "true", "startingAfter": starting_after}
+        )
+        assert response.status_code == 400, response.text
+    last = await api.client.get(url, params={"stream": "true", "startingAfter": 2**63 - 1})
+    assert _events(last.text)[-1] == (None, "[DONE]")  # nothing after it, but a clean end
+    unreadable = await api.client.get(
+        url, params={"stream": "true"}, headers={"Last-Event-ID": b"\xb2"}
+    )
+    assert unreadable.status_code == 200  # not a number: read from the start, as before
+
+
 async def test_accept_header_asks_for_the_stream_too(api: Api) -> None:
     worker = await _run(api, "hello", "tsk_accept")
     response = await api.client.get(

@@ -177,6 +177,22 @@ async def test_attachments_land_in_the_workspace_and_in_worker_files(
     assert download.content == content
 
 
+async def test_attachment_names_follow_the_workspace_rule(mailed: Api, relay: Relay) -> None:
+    """A dotfile is an ordinary file, as when uploaded; a name the file system can't hold (an
+    upload's 400) becomes `attachment-N`."""
+    worker_id = await new_worker(mailed.client)
+    files = {".upload-x": b"dot", "n" * 300 + ".txt": b"long"}
+    await _send(mailed, mail(ADA, f"{worker_id}@{DOMAIN}", "Odd names", "See.", files=files))
+
+    await _answer(relay, "Re: Odd names")
+    [task] = await _tasks(mailed, worker_id)
+    state = await mailed.client.get(f"/api/workers/{worker_id}", params={"taskId": task["id"]})
+    stored = {f["filename"]: f["size"] for f in state.json()["files"]}
+    assert stored == {".upload-x": 3, "attachment-2": 4}
+    download = await mailed.client.get(f"/api/workers/{worker_id}/files/.upload-x")
+    assert download.content == b"dot"
+
+
 async def test_replies_continue_the_task_by_thread_and_by_plus_address(
     mailed: Api, relay: Relay
 ) -> None:

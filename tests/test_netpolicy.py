@@ -45,6 +45,8 @@ def test_public_https_urls_pass(url: str) -> None:
         ("https://exa mple.com/", "spaces"),
         ("https://example.com\\@127.0.0.1/", "backslashes"),
         ("https://example.com/\x00", "control"),
+        ("https://[::1/hook", "invalid"),
+        ("https://[not-an-address]/hook", "invalid"),
     ],
 )
 def test_malformed_or_plain_http_urls_fail(url: str, reason: str) -> None:

@@ -15,8 +15,9 @@ from kennel import __version__
 from kennel.agent.engines import Engines
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
-from kennel.api import errors, schedules, tasks, webhooks, workers
+from kennel.api import errors, openapi, schedules, tasks, webhooks, workers
 from kennel.api.access import AccessLog
+from kennel.api.boundary import RequestGuard
 from kennel.api.deps import Services
 from kennel.api.wire import Wire
 from kennel.clock import Clock, SystemClock
@@ -208,6 +209,10 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.services = kennel.services
+    errors.install(app)
+    openapi.install(app)
+    # Added first, so it runs inside CORS: its own answers (500s too) get CORS headers.
+    app.add_middleware(RequestGuard)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
@@ -217,7 +222,6 @@ def create_app(kennel: Kennel, *, with_runner: bool = True) -> FastAPI:
     )
     if kennel.settings.access_log:
         app.add_middleware(AccessLog)  # added last: outermost, so it times the whole response
-    errors.install(app)
     app.include_router(workers.router)
     app.include_router(tasks.router)
     app.include_router(schedules.router)

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     smtp_max_attempts: int = Field(default=8, ge=1)
     smtp_retry_seconds: float = Field(default=60.0, gt=0)
 
+    max_json_bytes: int = Field(default=1 * MB, ge=1024)
     max_upload_file_bytes: int = Field(default=25 * MB, ge=1)
     max_upload_request_bytes: int = Field(default=100 * MB, ge=1)
 

@@ -61,7 +61,10 @@ def check_url(url: str, *, allow_http: bool, allowed_networks: Iterable[IPNetwor
         raise UnsafeURLError(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if _UNSAFE_CHARACTERS.search(url):
         raise UnsafeURLError("the URL contains spaces, control characters or backslashes")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unclosed or malformed [IPv6] host
+        raise UnsafeURLError(f"the URL is invalid: {error}") from None
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
         raise UnsafeURLError(

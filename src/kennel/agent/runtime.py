@@ -19,6 +19,7 @@ from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.usage import RunUsage, UsageLimits
 
+from kennel.agent import outputschema
 from kennel.agent.attachments import turn_prompt
 from kennel.agent.engines import Engines
 from kennel.agent.failures import BUDGET_EXHAUSTED
@@ -28,6 +29,7 @@ from kennel.agent.quiet import OUTPUT_TOOL, QuietRun
 from kennel.agent.stream import Chunk, TurnEventStream, to_chunk
 from kennel.agent.toolbox import FILE_TOOLS, Folder, Toolbox
 from kennel.agent.toolset import build_toolset
+from kennel.errors import InvalidInputError
 from kennel.models import (
     AttachedFile,
     BudgetCaps,
@@ -163,20 +165,27 @@ class AgentRuntime:
         )
 
     def _structured_agent(self, schema: JSONObject) -> Agent[Toolbox, JSONObject]:
-        """An agent whose answers must match `schema`; re-asked (up to 3 times) until they do."""
+        """An agent whose answers must match `schema`; re-asked (up to 3 times) until they do.
+        A stored schema that breaks the rules (saved before they were checked, with a remote
+        `$ref` say) fails the turn instead."""
         key = json.dumps(schema, sort_keys=True)
         agent = self._structured.get(key)
         if agent is not None:
             self._structured.move_to_end(key)
             return agent
-        output_type = StructuredDict(schema, name=OUTPUT_TOOL)
+        problem = outputschema.problem_of(schema)
+        if problem is not None:
+            raise InvalidInputError(
+                f"the worker's outputSchema {problem}", code="invalid_output_schema"
+            )
+        output_type = StructuredDict(outputschema.for_model(schema), name=OUTPUT_TOOL)
         agent = Agent(
             output_type=output_type,
             retries={"output": 3},
             deps_type=Toolbox,
             toolsets=[self._toolset],
         )
-        agent.output_validator(_schema_validator(Draft7Validator(schema)))
+        agent.output_validator(_schema_validator(outputschema.validator_for(schema)))
         self._structured[key] = agent
         if len(self._structured) > STRUCTURED_AGENTS_KEPT:
             self._structured.popitem(last=False)

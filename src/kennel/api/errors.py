@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 from fastapi import FastAPI, Request
@@ -24,8 +23,6 @@ from kennel.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
-
-logger = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KennelError], int]] = [
     (InvalidInputError, 400),
@@ -86,16 +83,8 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
-    logger.error("unhandled error", exc_info=error)
-    return JSONResponse(
-        {"error": "internal server error", "code": "internal_error"}, status_code=500
-    )
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(KennelError, _kennel_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)

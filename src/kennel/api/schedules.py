@@ -9,14 +9,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import PageNumber, json_body
+from kennel.api.openapi import COMMON_ERRORS, errors, json_body
+from kennel.api.schemas import PageNumber
 from kennel.clock import iso
 from kennel.errors import InvalidInputError
 from kennel.models import Budget, Schedule, ScheduleKind, ScheduleRun
 from kennel.services.schedules import ScheduleRequest
 
-router = APIRouter(prefix="/api/workers/{worker_id}/schedules")
+router = APIRouter(prefix="/api/workers/{worker_id}/schedules", responses=COMMON_ERRORS)
 
 JSON = dict[str, Any]
 PAGE_SIZE = 50
@@ -116,22 +118,26 @@ def run_wire(run: ScheduleRun) -> JSON:
     }
 
 
-@router.post("")
+@router.post(
+    "",
+    openapi_extra=json_body(CreateScheduleBody, required=True),
+    responses=errors(404, 413),
+)
 async def create_schedule(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = CreateScheduleBody.model_validate(await json_body(request))
+    body = CreateScheduleBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     schedule = await app.schedules.create(caller, worker_id, body.request())
     return JSONResponse(schedule_wire(schedule))
 
 
-@router.get("")
+@router.get("", responses=errors(404))
 async def list_schedules(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     found = await app.schedules.list(caller, worker_id)
     return JSONResponse({"schedules": [schedule_wire(s) for s in found], "workerId": worker_id})
 
 
-@router.delete("/{schedule_id}")
+@router.delete("/{schedule_id}", responses=errors(404))
 async def cancel_schedule(
     worker_id: str, schedule_id: str, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
@@ -140,7 +146,7 @@ async def cancel_schedule(
     return JSONResponse({"cancelled": True})
 
 
-@router.get("/{schedule_id}/runs")
+@router.get("/{schedule_id}/runs", responses=errors(404))
 async def schedule_runs(
     worker_id: str,
     schedule_id: str,
@@ -153,7 +159,7 @@ async def schedule_runs(
     return JSONResponse(app.wire.page(found, [run_wire(run) for run in found.items]))
 
 
-@router.post("/{schedule_id}/run-now")
+@router.post("/{schedule_id}/run-now", responses=errors(404, 409))
 async def run_schedule_now(
     worker_id: str, schedule_id: str, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:

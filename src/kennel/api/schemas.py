@@ -1,11 +1,10 @@
-"""Request bodies (camelCase on the wire, spec §1.4, limits from §13) and their parsing."""
+"""Request bodies (camelCase on the wire, spec §1.4, limits from §13); `bodies` reads them."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from kennel.errors import InvalidInputError
@@ -63,19 +62,3 @@ class CreateTaskBody(_Body):
     task_id: str | None = Field(None, alias="taskId", min_length=1)
     worker_id: str | None = Field(None, alias="workerId", min_length=1)
     metadata: dict[str, Any] | None = None
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The JSON object in the body; an empty body counts as `{}` (spec §1.3)."""
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInputError(
-            "the request body is not valid JSON", code="malformed_json"
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidInputError("the request body must be a JSON object")
-    return body

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from kennel.api.deps import Services
+from kennel.errors import InvalidInputError
 from kennel.models import Event, Worker
 from kennel.services.tasks import WorkerState
 
@@ -19,6 +20,8 @@ HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
 }
 PING = b": ping\n\n"
+MAX_EVENT_ID = 2**63 - 1
+"""Event ids are sequence numbers in a BIGINT column: a larger one can't even be looked up."""
 DONE = b"data: [DONE]\n\n"
 
 
@@ -39,12 +42,16 @@ def sse_response(
 
 
 def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
-    """Where a reader resumes: after `Last-Event-ID` (header) or `?startingAfter=`, else 0."""
+    """Where a reader resumes: after `Last-Event-ID` (header) or `?startingAfter=`, else 0.
+    Checked before the stream starts: once it has, a failure can only drop the connection."""
     if starting_after is not None:
         return max(0, starting_after)
-    if last_event_id and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
-    return 0
+    text = (last_event_id or "").strip()
+    if not (text.isascii() and text.isdigit()):  # `isdigit` alone takes "²", which int() refuses
+        return 0
+    if len(text) > len(str(MAX_EVENT_ID)) or int(text) > MAX_EVENT_ID:
+        raise InvalidInputError(f"Last-Event-ID must be an event id of at most {MAX_EVENT_ID}")
+    return int(text)
 
 
 async def task_events(

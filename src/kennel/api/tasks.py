@@ -10,29 +10,35 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
-from kennel.api.schemas import CreateTaskBody, PageNumber, json_body
+from kennel.api.openapi import COMMON_ERRORS, STREAM_OR_JSON, errors, task_bodies
+from kennel.api.schemas import CreateTaskBody, PageNumber
 from kennel.api.sse import sse_response, task_events
 from kennel.files.uploads import read_multipart
 from kennel.models import TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
 from kennel.storage import TaskSnapshot
 
-router = APIRouter(prefix="/api/tasks")
+router = APIRouter(prefix="/api/tasks", responses=COMMON_ERRORS)
 
 PAGE_SIZE = 50
 KEEPALIVE = b" \n"
 
 
-@router.post("")
+@router.post(
+    "",
+    openapi_extra=task_bodies(CreateTaskBody),
+    responses={**errors(402, 404, 409, 413, 503), **STREAM_OR_JSON},
+)
 async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) -> Response:
     """Store a turn, then answer with its final `Worker` object, or stream it live."""
-    async with AsyncExitStack() as uploaded:
+    async with AsyncExitStack() as stack:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            multipart = read_multipart(request, app.settings)
-            fields, uploads = await uploaded.enter_async_context(multipart)
+            form = read_multipart(request, app.settings)
+            fields, uploads = await stack.enter_async_context(form)
         else:
-            fields, uploads = await json_body(request), []
+            fields, uploads = await read_json(request, app.settings.max_json_bytes), []
         body = CreateTaskBody.model_validate(fields)
         submitted = await app.tasks.submit(
             caller,
@@ -85,12 +91,12 @@ async def list_tasks(
     return JSONResponse(app.wire.page(found, [app.wire.task(task) for task in found.items]))
 
 
-@router.get("/{task_id}")
+@router.get("/{task_id}", responses=errors(404))
 async def retrieve_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     return _task_with_turns(app, await app.tasks.task_with_turns(caller, task_id))
 
 
-@router.post("/{task_id}/cancel")
+@router.post("/{task_id}/cancel", responses=errors(404, 409))
 async def cancel_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     """Extension: stop the task now; answers it as `GET /api/tasks/{taskId}` would, once every
     turn has ended. No body is read."""
@@ -106,7 +112,7 @@ def _task_with_turns(app: Services, snapshot: TaskSnapshot) -> JSONResponse:
     )
 
 
-@router.get("/{task_id}/turns")
+@router.get("/{task_id}/turns", responses=errors(404))
 async def list_turns(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     """The TypeScript SDK 0.14 shape (spec §16.20)."""
     snapshot = await app.tasks.task_with_turns(caller, task_id)
@@ -118,7 +124,7 @@ async def list_turns(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JS
     )
 
 
-@router.delete("/{task_id}")
+@router.delete("/{task_id}", responses=errors(403, 404))
 async def archive_task(task_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     await app.tasks.archive(caller, task_id)
     return JSONResponse({"archived": True})

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, ServicesDep
-from kennel.api.schemas import PageNumber, json_body
+from kennel.api.openapi import COMMON_ERRORS, errors, json_body
+from kennel.api.schemas import PageNumber
 from kennel.clock import iso
 from kennel.models import Page, Webhook, WebhookExecution
 
-router = APIRouter(prefix="/api/workers/{worker_id}/webhook")
+router = APIRouter(prefix="/api/workers/{worker_id}/webhook", responses=COMMON_ERRORS)
 
 JSON = dict[str, Any]
 PAGE_SIZE = 50
@@ -60,33 +62,37 @@ def executions_wire(page: Page[WebhookExecution]) -> JSON:
     }
 
 
-@router.get("")
+@router.get("", responses=errors(403, 404))
 async def get_webhook(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     return JSONResponse(webhook_wire(await app.webhooks.get(caller, worker_id)))
 
 
-@router.put("")
+@router.put(
+    "",
+    openapi_extra=json_body(UpdateWebhookBody, required=True),
+    responses=errors(403, 404, 413),
+)
 async def update_webhook(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = UpdateWebhookBody.model_validate(await json_body(request))
+    body = UpdateWebhookBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     return JSONResponse(webhook_wire(await app.webhooks.set_url(caller, worker_id, body.url)))
 
 
-@router.delete("")
+@router.delete("", responses=errors(403, 404))
 async def delete_webhook(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     """No body is read: the SDK sends `Content-Type: application/json` with none (spec §1.3)."""
     await app.webhooks.clear(caller, worker_id)
     return JSONResponse(webhook_wire(None))
 
 
-@router.post("/regenerate-token")
+@router.post("/regenerate-token", responses=errors(403, 404))
 async def regenerate_token(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     """No body is read (the SDK sends an empty one); 404 when no webhook is configured."""
     return JSONResponse(webhook_wire(await app.webhooks.regenerate_token(caller, worker_id)))
 
 
-@router.get("/executions")
+@router.get("/executions", responses=errors(403, 404))
 async def list_executions(
     worker_id: str,
     caller: PrincipalDep,

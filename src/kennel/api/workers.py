@@ -9,22 +9,31 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, Services, ServicesDep, principal
-from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody, json_body
-from kennel.api.sse import DONE, resume_point, sse_response, task_events, worker_frame
+from kennel.api.openapi import COMMON_ERRORS, FILE_BYTES, STREAM_OR_JSON, errors, json_body
+from kennel.api.schemas import CreateWorkerBody, PageNumber, UpdateWorkerBody
+from kennel.api.sse import (
+    DONE,
+    MAX_EVENT_ID,
+    resume_point,
+    sse_response,
+    task_events,
+    worker_frame,
+)
 from kennel.errors import NotFoundError
 from kennel.services.sessions import COOKIE_NAME
 from kennel.services.tasks import WorkerState
 from kennel.services.workers import WorkerDraft
 
-router = APIRouter(prefix="/api/workers")
+router = APIRouter(prefix="/api/workers", responses=COMMON_ERRORS)
 
 PAGE_SIZE = 50
 
 
-@router.post("")
+@router.post("", openapi_extra=json_body(CreateWorkerBody), responses=errors(413))
 async def create_worker(request: Request, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
-    body = CreateWorkerBody.model_validate(await json_body(request))
+    body = CreateWorkerBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     draft = WorkerDraft(
         instructions=body.instructions,
         output_schema=body.output_schema,
@@ -47,14 +56,16 @@ async def list_workers(
     return JSONResponse(app.wire.page(found, [app.wire.template(w) for w in found.items]))
 
 
-@router.get("/{worker_id}")
+@router.get("/{worker_id}", responses={**errors(404), **STREAM_OR_JSON})
 async def retrieve_worker(
     worker_id: str,
     caller: PrincipalDep,
     app: ServicesDep,
     stream: Annotated[str | None, Query()] = None,
     task_id: Annotated[str | None, Query(alias="taskId", min_length=1)] = None,
-    starting_after: Annotated[int | None, Query(alias="startingAfter", ge=0)] = None,
+    starting_after: Annotated[
+        int | None, Query(alias="startingAfter", ge=0, le=MAX_EVENT_ID)
+    ] = None,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="last-event-id")] = None,
 ) -> Response:
@@ -77,27 +88,29 @@ async def _replay(app: Services, state: WorkerState, after: int) -> AsyncIterato
         yield frame
 
 
-@router.patch("/{worker_id}")
+@router.patch(
+    "/{worker_id}", openapi_extra=json_body(UpdateWorkerBody), responses=errors(403, 404, 413)
+)
 async def update_worker(
     worker_id: str, request: Request, caller: PrincipalDep, app: ServicesDep
 ) -> JSONResponse:
-    body = UpdateWorkerBody.model_validate(await json_body(request))
+    body = UpdateWorkerBody.model_validate(await read_json(request, app.settings.max_json_bytes))
     worker = await app.workers.update(caller, worker_id, body.changes())
     return JSONResponse(app.wire.template(worker))
 
 
-@router.delete("/{worker_id}")
+@router.delete("/{worker_id}", responses=errors(403, 404))
 async def delete_worker(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     await app.workers.delete(caller, worker_id)
     return JSONResponse({"deleted": True})
 
 
-@router.get("/{worker_id}/email")
+@router.get("/{worker_id}/email", responses=errors(404))
 async def worker_email(worker_id: str, caller: PrincipalDep, app: ServicesDep) -> JSONResponse:
     return JSONResponse({"email": await app.workers.email_address(caller, worker_id)})
 
 
-@router.get("/{worker_id}/files/{path:path}")
+@router.get("/{worker_id}/files/{path:path}", responses={**errors(404), **FILE_BYTES})
 async def worker_file(worker_id: str, path: str, request: Request, app: ServicesDep) -> Response:
     """A workspace file, byte for byte (spec §16.15). Without a key, a browser signed in to the
     dashboard gets it as an attachment, and one signed out is sent to sign in first: the link

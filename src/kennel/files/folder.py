@@ -8,23 +8,22 @@ the sandbox planted nor one in an upload can lead a file tool out of the workspa
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import stat
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.files.workspace import media_type_for, safe_relative_path
+from kennel.files.workspace import check_room, media_type_for, safe_relative_path, write_atomically
 from kennel.models import WorkspaceFile
 
-# Temporary files of atomic writes (ours and the uploads'): never listed, never reported.
-_TEMPORARY_PREFIXES = (".upload-", ".write-")
 MAX_LISTED = 1000
 
 
 class WorkspaceFolder:
-    """File operations confined to one workspace folder; blocking work runs in a thread."""
+    """File operations confined to one workspace folder; blocking work runs in a thread.
+    Writes are prepared outside the folder, so every file in it is listed."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -82,8 +81,6 @@ class WorkspaceFolder:
         for folder, folders, names in os.walk(start):  # os.walk never follows symlinks
             folders[:] = [name for name in folders if not Path(folder, name).is_symlink()]
             for name in names:
-                if name.startswith(_TEMPORARY_PREFIXES):
-                    continue
                 info = os.lstat(Path(folder, name))
                 if stat.S_ISREG(info.st_mode):
                     found.append((Path(folder, name).relative_to(self._root).as_posix(), info))
@@ -107,18 +104,10 @@ class WorkspaceFolder:
 
     def _write(self, path: str, data: bytes) -> WorkspaceFile:
         location = self._locate(path)
-        if location.is_dir():
-            raise InvalidInputError(f"{path!r} is a folder")
-        location.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=location.parent, prefix=".write-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, location)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return _record(safe_relative_path(path), os.lstat(location))
+        relative = safe_relative_path(path)
+        check_room(self._root, relative)
+        write_atomically(location, io.BytesIO(data), folder=self._root)
+        return _record(relative, os.lstat(location))
 
     def _delete(self, path: str) -> None:
         location = self._locate(path)

@@ -14,9 +14,13 @@ from urllib.parse import quote
 
 from kennel.clock import Clock
 from kennel.errors import InvalidInputError
+from kennel.jsonvalues import text_problem
 from kennel.models import WorkspaceFile
 
 MAX_PATH_LENGTH = 1024
+MAX_NAME_BYTES = 255
+"""NAME_MAX of Linux file systems: the longest name of one file or folder, in bytes."""
+STAGING = ".staging"
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
 
@@ -30,14 +34,41 @@ class Upload:
 
 
 def safe_relative_path(name: str) -> str:
-    """A workspace-relative POSIX path, refusing anything that could escape the workspace."""
-    if not name or len(name) > MAX_PATH_LENGTH or "\x00" in name or "\\" in name:
+    """A workspace-relative POSIX path, refusing anything that could escape the workspace or
+    that the file system can't hold. Any other name is an ordinary file, dotfiles included."""
+    if not name or "\\" in name or text_problem(name) is not None:
         raise InvalidInputError(f"invalid file name: {name!r}")
+    if len(name.encode()) > MAX_PATH_LENGTH:
+        raise InvalidInputError(f"invalid file name (longer than {MAX_PATH_LENGTH} bytes)")
     path = PurePosixPath(name)
     parts = path.parts
     if path.is_absolute() or not parts or any(part in ("..", ".") for part in parts):
         raise InvalidInputError(f"invalid file name (no absolute paths or '..'): {name!r}")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+        raise InvalidInputError(
+            f"invalid file name (a file or folder name is longer than {MAX_NAME_BYTES} bytes)"
+        )
     return str(path)
+
+
+def staging_for(folder: Path) -> Path:
+    """Where writes into a workspace folder are prepared: beside it (on the same file system, and
+    no worker id starts with a dot), so that no name inside a workspace is taken by them."""
+    return folder.parent / STAGING
+
+
+def check_room(folder: Path, relative: str) -> None:
+    """Refuse a write at `relative` that a file or folder already there would make fail: a
+    folder of that name, or a file where one of its folders should be."""
+    location = folder
+    parts = PurePosixPath(relative).parts
+    for part in parts[:-1]:
+        location = location / part
+        if location.exists() and not location.is_dir():
+            inside = location.relative_to(folder).as_posix()
+            raise InvalidInputError(f"{inside!r} is a file, so {relative!r} can't be inside it")
+    if (location / parts[-1]).is_dir():
+        raise InvalidInputError(f"{relative!r} is a folder")
 
 
 def download_url(base_url: str, worker_id: str, path: str) -> str:
@@ -74,7 +105,9 @@ class Workspaces:
         """Store an upload atomically (a temporary file renamed into place)."""
         path = safe_relative_path(upload.filename)
         target = self.resolve(organization_id, worker_id, path)
-        size = await asyncio.to_thread(_write_atomically, target, upload.source)
+        folder = self.folder(organization_id, worker_id)
+        await asyncio.to_thread(check_room, folder, path)
+        size = await asyncio.to_thread(write_atomically, target, upload.source, folder=folder)
         return WorkspaceFile(path, size, media_type_for(path, upload.media_type), self._clock.now())
 
     async def delete(self, organization_id: str, worker_id: str, path: str) -> None:
@@ -83,9 +116,13 @@ class Workspaces:
         await asyncio.to_thread(target.unlink, missing_ok=True)
 
 
-def _write_atomically(target: Path, source: BinaryIO) -> int:
+def write_atomically(target: Path, source: BinaryIO, *, folder: Path) -> int:
+    """Copy `source` to `target` in the workspace `folder`, through a temporary file prepared
+    outside it and renamed into place."""
+    staging = staging_for(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    staging.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=staging)
     try:
         with os.fdopen(handle, "wb") as out:
             source.seek(0)

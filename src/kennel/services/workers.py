@@ -8,10 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import SchemaError
-
 from kennel import ids
+from kennel.agent import outputschema
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime
 from kennel.clock import Clock
@@ -240,15 +238,11 @@ class WorkerService:
 
 
 def check_output_schema(schema: JSONObject) -> None:
-    """Output schemas are Draft-07 JSON Schemas describing an object (structured output is one)."""
-    try:
-        Draft7Validator.check_schema(schema)
-    except SchemaError as error:
-        raise InvalidInputError(
-            f"outputSchema is not a valid JSON Schema: {error.message}"
-        ) from None
-    if schema.get("type") != "object":
-        raise InvalidInputError('outputSchema must describe an object ("type": "object")')
+    """Output schemas are Draft-07 JSON Schemas describing an object (structured output is one),
+    whose references resolve inside the schema: no URL is ever fetched for one."""
+    problem = outputschema.problem_of(schema)
+    if problem is not None:
+        raise InvalidInputError(f"outputSchema {problem}")
 
 
 def email_allow_list(entries: Sequence[str]) -> tuple[str, ...]:
