@@ -76,3 +76,21 @@ async def test_streamed_task(api: Api, llm: FakeLLM) -> None:
     assert worker["type"] == "data-worker" and worker["data"]["output_text"] == "one two three"
     assert frames[0].startswith("id: 1\ndata: ")
     assert json.loads(frames[0].split("data: ", 1)[1])["type"] == "start"
+
+
+async def test_nul_characters_from_the_model_are_kept_out_of_the_database(
+    api: Api, llm: FakeLLM
+) -> None:
+    # PostgreSQL's text refuses NUL: what a model (or a tool) writes must still be recorded.
+    llm.script("nul please", Text("a\x00b"))
+    response = await api.client.post("/api/tasks", json={"input": "nul please"})
+    worker = response.json()
+    assert response.status_code == 200 and "error" not in worker["metadata"]
+    assert worker["output_text"] == "a\ufffdb"
+    task = (await api.client.get(f"/api/tasks/{worker['metadata']['taskId']}")).json()
+    assert task["task"]["status"] == "completed"
+    stream = await api.client.get(
+        f"/api/workers/{worker['id']}",
+        params={"stream": "true", "taskId": worker["metadata"]["taskId"]},
+    )
+    assert "\x00" not in stream.text and "\\u0000" not in stream.text

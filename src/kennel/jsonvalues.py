@@ -9,7 +9,9 @@ Infinity are not JSON, although Python's `json` reads and writes them.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterable
 
 MAX_DEPTH = 64
@@ -56,3 +58,21 @@ def text_problem(text: str) -> str | None:
         except UnicodeEncodeError:
             return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
     return None
+
+
+# The escape of NUL in JSON text: behind an even run of backslashes, or none, it is an escape;
+# behind an odd one, the text itself holds a backslash then "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(json_text: str) -> str:
+    """JSON text whose strings hold no NUL: each becomes U+FFFD. PostgreSQL refuses NUL in text
+    and JSON, and models, tools, pages and mails can all produce one."""
+    if r"\u0000" not in json_text:
+        return json_text
+    return _NUL_ESCAPE.sub(lambda match: match.group(1) + r"\ufffd", json_text)
+
+
+def dumps(value: object) -> str:
+    """JSON text for the database: compact, and without NUL (see `without_nul`)."""
+    return without_nul(json.dumps(value, ensure_ascii=False, separators=(",", ":")))

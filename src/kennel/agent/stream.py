@@ -8,7 +8,6 @@ the library's pydantic-ai-specific message metadata and `[DONE]` marker are left
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic_ai.ui.vercel_ai.response_types import (
     MessageMetadataChunk,
 )
 
+from kennel import jsonvalues
 from kennel.agent.failures import BUDGET_EXHAUSTED, classify, describe
 from kennel.models import CANCELLED, TurnError
 
@@ -102,5 +102,6 @@ def stream_end(ending: list[Chunk], *, started: bool, message_id: str) -> list[C
 
 
 def encode_chunk(chunk: Chunk) -> str:
-    """A chunk as stored in the task's event log and sent as SSE `data:`."""
-    return json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))
+    """A chunk as stored in the task's event log and sent as SSE `data:` (NUL-free, as the
+    database needs and as the turn's stored text will be)."""
+    return jsonvalues.dumps(chunk)

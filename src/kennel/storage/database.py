@@ -12,6 +12,7 @@ from typing import Any, TextIO, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from kennel import jsonvalues
 from kennel.errors import DatabaseInUseError
 from kennel.storage.wakeups import CHANNEL, Wakeups
 
@@ -45,7 +46,11 @@ class Database:
             self._threads = [self._write_thread, self._read_threads]
         else:
             self._engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                json_serializer=jsonvalues.dumps,
             )
 
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
@@ -133,6 +138,7 @@ def _sqlite_engine(url: sa.URL, *, pool_size: int, begin: str) -> sa.Engine:
         # Every use is a `begin()` block that commits or rolls back, so a connection always
         # comes back clean: the pool's own rollback would be wasted work.
         pool_reset_on_return=None,
+        json_serializer=jsonvalues.dumps,
         # Pooled connections move between the worker threads, one thread at a time.
         connect_args={"timeout": 30, "check_same_thread": False},
     )

@@ -26,6 +26,20 @@ class EpochMillis(sa.TypeDecorator[datetime]):
         return datetime.fromtimestamp(value / 1000, tz=UTC)
 
 
+class StoredText(sa.TypeDecorator[str]):
+    """Text with every NUL replaced by U+FFFD: PostgreSQL refuses NUL, and what models, tools,
+    pages and mails write can hold one. (JSON columns get the same from `jsonvalues.dumps`, the
+    engines' JSON serializer.)"""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is not None and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
 JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 metadata = sa.MetaData(
@@ -77,7 +91,7 @@ workers = sa.Table(
     sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False, index=True),
     sa.Column("user_id", sa.ForeignKey("users.id"), nullable=False),
     sa.Column("title", sa.String(200), nullable=False),
-    sa.Column("instructions", sa.Text, nullable=False),
+    sa.Column("instructions", StoredText, nullable=False),
     sa.Column("summary", sa.String(80), nullable=False),
     sa.Column("output_schema", JSON, nullable=True),
     sa.Column("visibility", sa.String(16), nullable=False),
@@ -118,10 +132,10 @@ turns = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("input", StoredText, nullable=False),
     sa.Column("budget", sa.String(16), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("output_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("output_text", StoredText, nullable=False, server_default=""),
     sa.Column("structured_output", JSON, nullable=True),
     sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
@@ -152,7 +166,7 @@ task_events = sa.Table(
     sa.Column("task_key", sa.ForeignKey("tasks.key"), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("turn_id", sa.String(32), nullable=False),
-    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("body", StoredText, nullable=False),
 )
 
 jobs = sa.Table(
@@ -169,7 +183,7 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_token", sa.String(64), nullable=True),
     sa.Column("lease_expires_at", EpochMillis, nullable=True),
-    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_error", StoredText, nullable=True),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("finished_at", EpochMillis, nullable=True),
     sa.Index("ix_jobs_status_run_after", "status", "run_after"),
@@ -213,7 +227,7 @@ schedules = sa.Table(
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("worker_id", sa.ForeignKey("workers.id"), nullable=False),
     sa.Column("organization_id", sa.ForeignKey("organizations.id"), nullable=False),
-    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("input", StoredText, nullable=False),
     sa.Column("budget", sa.String(16), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("delay_seconds", sa.Integer, nullable=True),
@@ -253,7 +267,7 @@ webhook_executions = sa.Table(
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("request_status", sa.String(16), nullable=False),
     sa.Column("response_status", sa.Integer, nullable=True),
-    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("error_message", StoredText, nullable=True),
     sa.Column("duration_ms", sa.BigInteger, nullable=False),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Index("ix_webhook_executions_worker_created", "worker_id", "created_at"),
@@ -271,7 +285,7 @@ schedule_runs = sa.Table(
     sa.Column("scheduled_for", EpochMillis, nullable=False),
     sa.Column("fired_at", EpochMillis, nullable=False),
     sa.Column("manual", sa.Boolean, nullable=False),
-    sa.Column("skip_reason", sa.Text, nullable=True),
+    sa.Column("skip_reason", StoredText, nullable=True),
     sa.Index("ix_schedule_runs_schedule_fired", "schedule_id", "fired_at"),
 )
 
@@ -285,7 +299,7 @@ webhook_deliveries = sa.Table(
     sa.Column("turn_id", sa.String(32), nullable=False),
     sa.Column("event_type", sa.String(32), nullable=False),
     # Rendered at the first attempt and kept, so every retry sends the same message.
-    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("body", StoredText, nullable=True),
     # pending -> delivering (leased) -> delivered | failed | dropped
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
@@ -310,8 +324,8 @@ email_messages = sa.Table(
     sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=False),
     sa.Column("turn_id", sa.String(32), nullable=False),
     sa.Column("address", sa.String(320), nullable=False),
-    sa.Column("subject", sa.Text, nullable=False),
-    sa.Column("references", sa.Text, nullable=False),
+    sa.Column("subject", StoredText, nullable=False),
+    sa.Column("references", StoredText, nullable=False),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Index("ix_email_messages_message_id", "message_id"),
     sa.Index("ix_email_messages_turn_id", "turn_id"),
@@ -327,10 +341,10 @@ email_outbox = sa.Table(
     sa.Column("task_key", sa.ForeignKey("tasks.key"), nullable=True),
     sa.Column("turn_id", sa.String(32), nullable=True),
     sa.Column("recipient", sa.String(320), nullable=False),
-    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("subject", StoredText, nullable=False),
     sa.Column("in_reply_to", sa.String(998), nullable=True),
-    sa.Column("references", sa.Text, nullable=False),
-    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("references", StoredText, nullable=False),
+    sa.Column("body", StoredText, nullable=True),
     sa.Column("files", JSON, nullable=False),
     # pending -> sending (leased) -> sent | failed
     sa.Column("status", sa.String(16), nullable=False),
@@ -338,7 +352,7 @@ email_outbox = sa.Table(
     sa.Column("next_attempt_at", EpochMillis, nullable=False),
     sa.Column("lease_owner", sa.String(128), nullable=True),
     sa.Column("lease_expires_at", EpochMillis, nullable=True),
-    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_error", StoredText, nullable=True),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("finished_at", EpochMillis, nullable=True),
     sa.Index("ix_email_outbox_status_next", "status", "next_attempt_at"),
