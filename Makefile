@@ -19,7 +19,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: install bwrap chromium run test check lint upgrade bench bench-floor clean
 
-install: $(DEV) $(JS_STAMP) bwrap
+install: $(DEV) $(JS_STAMP) bwrap chromium
 
 # The Python sandbox runs code under bubblewrap; without it Kennel leaves the tool out.
 bwrap:
