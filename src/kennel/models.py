@@ -204,6 +204,10 @@ class Usage:
     tool_calls: int = 0
     credits: int = 0
 
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:

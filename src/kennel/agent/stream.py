@@ -1,27 +1,16 @@
-"""pydantic-ai run events → AI SDK UI-message-stream chunks (plain dicts), per spec §16.19.
-
-pydantic-ai's own Vercel AI event stream does the translation; this subclass only enforces
-what strict AI SDK clients demand and what Kennel adds: server-run tools are marked
-`providerExecuted`, keys typed "unknown" are always present, `__proto__` never appears, and
-the library's pydantic-ai-specific message metadata and `[DONE]` marker are left to the SSE layer.
-"""
+"""AI SDK UI-message-stream chunks (plain dicts), per spec §16.19: their encoding, the ends a
+stream gets outside the agent loop, and the rules strict AI SDK clients enforce on them
+(server-run tools are `providerExecuted`, keys typed "unknown" are always present, `__proto__`
+never appears). `chunks.ChunkWriter` writes a turn's chunks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic_ai.ui.vercel_ai import VercelAIEventStream
-from pydantic_ai.ui.vercel_ai.response_types import (
-    BaseChunk,
-    DoneChunk,
-    ErrorChunk,
-    MessageMetadataChunk,
-)
+from pydantic_ai.ui.vercel_ai.response_types import BaseChunk, DoneChunk, MessageMetadataChunk
 
 from kennel import jsonvalues
-from kennel.agent.failures import BUDGET_EXHAUSTED, classify, describe
-from kennel.models import CANCELLED, TurnError
+from kennel.models import CANCELLED
 
 Chunk = dict[str, Any]
 
@@ -39,31 +28,6 @@ _REQUIRED_UNKNOWN = {
     "tool-input-error": "input",
     "tool-output-available": "output",
 }
-
-
-class TurnEventStream(VercelAIEventStream[Any, Any]):
-    """Translates one turn's run and remembers why it failed, if it did.
-
-    The error chunk carries Kennel's classified, client-safe message. A spent budget is not an
-    error for clients: the turn completes with what it has (spec §16.8).
-    """
-
-    model_name: str | None = None
-    """The `provider:model` name the turn runs on, for the failure's hint and log line."""
-    failure: TurnError | None = None
-    failure_detail: str | None = None
-    """The operator's account of the failure (see `describe`): for the log, never for clients."""
-
-    async def on_error(self, error: Exception) -> AsyncIterator[BaseChunk]:
-        self.failure = failure = classify(error, self.model_name)
-        self.failure_detail = describe(error, self.model_name)
-        async for chunk in super().on_error(error):
-            if isinstance(chunk, ErrorChunk):
-                if failure.code == BUDGET_EXHAUSTED:
-                    self._finish_reason = "length"
-                    continue
-                chunk = ErrorChunk(error_text=failure.message)
-            yield chunk
 
 
 def to_chunk(chunk: BaseChunk) -> Chunk | None:

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.ui.vercel_ai.response_types import FileChunk, SourceUrlChunk
-from pydantic_ai.usage import RunUsage
 
 from kennel.agent.tools.sandbox import SandboxResult
 from kennel.agent.tools.web import FetchedPage, SearchResult
-from kennel.models import BudgetCaps, Source, WorkspaceFile
+from kennel.models import BudgetCaps, Source, Usage, WorkspaceFile
 
 FILE_TOOLS = frozenset({"list_files", "read_file", "write_file", "edit_file", "delete_file"})
 
@@ -129,25 +127,19 @@ class Toolbox:
         self.tool_calls_started += 1
         return True
 
-    def must_wrap_up(self, usage: RunUsage, messages: list[ModelMessage]) -> bool:
+    def must_wrap_up(self, spent: Usage, last_size: int) -> bool:
         """Whether the next model request has to be the last one of the turn.
 
         It is when it is the last request the cap allows, when the tool calls are spent, or when
-        the tokens left could not pay for two more requests the size of the last one.
+        the tokens left could not pay for two more requests the size of the last one
+        (`last_size`: its input and output tokens).
         """
         caps = self.caps
-        if caps.requests is not None and usage.requests + 1 >= caps.requests:
+        if caps.requests is not None and spent.requests + 1 >= caps.requests:
             return True
         if caps.tool_calls is not None and self.tool_calls_started >= caps.tool_calls:
             return True
-        if caps.tokens is not None:
-            last = next((m for m in reversed(messages) if isinstance(m, ModelResponse)), None)
-            size = 0 if last is None else last.usage.input_tokens + last.usage.output_tokens
-            if usage.input_tokens + usage.output_tokens + 2 * size > caps.tokens:
-                return True
-        return False
+        return caps.tokens is not None and spent.tokens + 2 * last_size > caps.tokens
 
-    def tokens_spent(self, usage: RunUsage) -> bool:
-        return self.caps.tokens is not None and (
-            usage.input_tokens + usage.output_tokens >= self.caps.tokens
-        )
+    def tokens_spent(self, spent: Usage) -> bool:
+        return self.caps.tokens is not None and spent.tokens >= self.caps.tokens
