@@ -1,28 +1,28 @@
-"""A server killed with SIGKILL mid-turn loses nothing it acknowledged (issue: durable runner)."""
+"""A server killed with SIGKILL mid-turn loses nothing it acknowledged: a turn taken over goes on
+from its last finished step, crashes are not the turn's failures, and only a poison turn ends."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from fakellm import FakeLLM, Sleep, Text
+from aisdk import validate_ui_stream
+from databases import postgres_url
+from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
 from server import KennelServer
 
+pytestmark = pytest.mark.timeout(240)
 
-@pytest.fixture
-def server(tmp_path: Path, llm: FakeLLM) -> Iterator[KennelServer]:
-    kennel = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
-    try:
-        yield kennel
-    finally:
-        kennel.stop()
+COUNTER = "open('count.txt', 'a').write('1')"
 
 
 def _post_in_background(server: KennelServer, key: str, body: dict[str, object]) -> None:
@@ -33,90 +33,178 @@ def _post_in_background(server: KennelServer, key: str, body: dict[str, object])
                 f"{server.base_url}/api/tasks",
                 json=body,
                 headers={"Authorization": f"Bearer {key}"},
-                timeout=60,
+                timeout=120,
             )
 
     threading.Thread(target=post, daemon=True).start()
 
 
-def _is_turn_call(request: dict[str, Any], text: str) -> bool:
-    """A model call of the turn itself, not the side request that writes the task title."""
-    system = str(request["messages"][0].get("content"))
-    return request["messages"][-1].get("content") == text and "short title" not in system
+def _turn_calls(llm: FakeLLM, text: str) -> list[dict[str, Any]]:
+    """The model calls of the turn whose input is `text` (not the side request for a title)."""
+    return [
+        request
+        for request in list(llm.requests)
+        if "short title" not in str(request["messages"][0].get("content"))
+        and any(m["role"] == "user" and m.get("content") == text for m in request["messages"])
+    ]
 
 
-def _wait_for_model_call(llm: FakeLLM, text: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 30
+def _after_tools(request: dict[str, Any]) -> bool:
+    return any(message["role"] == "tool" for message in request["messages"])
+
+
+def _until(check: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        calls = [r for r in list(llm.requests) if _is_turn_call(r, text)]
-        if len(calls) >= count:
+        if check():
             return
         time.sleep(0.02)
-    raise AssertionError(f"the model never saw {text!r}")
+    raise AssertionError(f"timed out waiting for {what}")
 
 
-def _task_when_done(server: KennelServer, key: str, task_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 30
+def _get(server: KennelServer, key: str, path: str, **params: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
-    while time.monotonic() < deadline:
-        found = httpx.get(f"{server.base_url}/api/tasks/{task_id}", headers=headers, timeout=10)
-        if found.status_code == 200 and found.json()["task"]["status"] in ("completed", "error"):
-            return found.json()
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not finish")
+    return httpx.get(f"{server.base_url}{path}", headers=headers, params=params, timeout=30)
 
 
-def test_a_turn_interrupted_by_sigkill_runs_again_after_restart(
-    server: KennelServer, llm: FakeLLM
+def _task_when_done(server: KennelServer, key: str, task_id: str) -> dict[str, Any]:
+    def done() -> bool:
+        found = _get(server, key, f"/api/tasks/{task_id}")
+        return found.status_code == 200 and found.json()["task"]["status"] in (
+            "completed",
+            "error",
+        )
+
+    _until(done, f"task {task_id} to end", seconds=90)
+    return dict(_get(server, key, f"/api/tasks/{task_id}").json())
+
+
+@contextlib.contextmanager
+def _sync_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for a test that is not async itself."""
+    manager = postgres_url()
+    loop = asyncio.new_event_loop()
+    try:
+        url = loop.run_until_complete(manager.__aenter__())
+        try:
+            yield url
+        finally:
+            loop.run_until_complete(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path, llm: FakeLLM) -> Iterator[KennelServer]:
+    """A server on SQLite, or on PostgreSQL for tests parametrized with `database="postgres"`."""
+    env = {"KENNEL_JOB_MAX_ATTEMPTS": "2"}
+    with contextlib.ExitStack() as stack:
+        if getattr(request, "param", "sqlite") == "postgres":
+            env["KENNEL_DATABASE_URL"] = stack.enter_context(_sync_postgres_url())
+        kennel = KennelServer(tmp_path, llm, **env)
+        try:
+            yield kennel
+        finally:
+            kennel.stop()
+
+
+@pytest.mark.node
+@pytest.mark.parametrize(
+    ("server", "live"),
+    [
+        ("sqlite", False),
+        ("sqlite", True),
+        pytest.param("postgres", False, marks=pytest.mark.postgres),
+    ],
+    indirect=["server"],
+)
+def test_a_turn_killed_between_steps_goes_on_from_its_last_step(
+    server: KennelServer, llm: FakeLLM, live: bool
 ) -> None:
     key = server.create_key()
     server.start()
-    llm.script("slow job", Sleep(30, Text("too late")))
-    _post_in_background(server, key, {"input": "slow job", "taskId": "tsk_crash"})
-    _wait_for_model_call(llm, "slow job")
+    text = "count then answer"
+    counting = tool_calls(ToolCall("run_python", {"code": COUNTER}, id="c1"))
+    llm.script(text, counting, Sleep(60, Text("too late")))
+    _post_in_background(server, key, {"input": text, "taskId": "tsk_steps", "stream": live})
+    _until(lambda: any(map(_after_tools, _turn_calls(llm, text))), "the second model call")
 
     server.kill()
     llm.reset()
-    llm.script("slow job", Text("finished after the crash"))
+    llm.script(text, counting, Text("finished after the crash"))
     server.start()
 
-    done = _task_when_done(server, key, "tsk_crash")
+    done = _task_when_done(server, key, "tsk_steps")
     assert done["task"]["status"] == "completed"
     [turn] = done["turns"]
     assert turn["outputText"] == "finished after the crash"
-    worker = httpx.get(
-        f"{server.base_url}/api/workers/{done['task']['workerId']}",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    ).json()
-    assert worker["output_text"] == "finished after the crash"
+    # Only the step in flight ran again: one model call after the restart, carrying the tool's
+    # result from before the crash; the tool itself ran once.
+    [again] = _turn_calls(llm, text)
+    assert _after_tools(again)
+    worker_id = done["task"]["workerId"]
+    counted = _get(server, key, f"/api/workers/{worker_id}/files/count.txt")
+    assert counted.status_code == 200 and counted.text == "1"
+
+    stream = _get(server, key, f"/api/workers/{worker_id}", stream="true", taskId="tsk_steps")
+    ids = [int(found) for found in re.findall(r"^id: (\d+)$", stream.text, flags=re.M)]
+    assert ids == sorted(set(ids)), "each chunk once, in order"
+    check = validate_ui_stream(stream.text)
+    assert check.ok, check.error
+    [message] = check.messages
+    texts = [part["text"] for part in message["parts"] if part["type"] == "text"]
+    assert texts[-1] == "finished after the crash"
+    tools = [part for part in message["parts"] if part["type"] == "tool-run_python"]
+    assert [part["state"] for part in tools] == ["output-available"]
 
 
-def test_a_turn_interrupted_on_every_attempt_ends_in_error(
-    server: KennelServer, llm: FakeLLM
-) -> None:
-    key = server.create_key()
-    llm.script("doomed job", Sleep(30, Text("never")))
-    for attempt in (1, 2):
+def test_three_kills_in_a_row_end_with_every_turn_completed(tmp_path: Path, llm: FakeLLM) -> None:
+    server = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
+    llm.latency = 4.0
+    try:
+        key = server.create_key()
         server.start()
-        if attempt == 1:
-            _post_in_background(server, key, {"input": "doomed job", "taskId": "tsk_doomed"})
-        _wait_for_model_call(llm, "doomed job", count=attempt)
-        server.kill()
-    server.start()
+        tasks = [f"tsk_many_{number:02d}" for number in range(36)]
+        for task_id in tasks:
+            _post_in_background(server, key, {"input": f"turn {task_id}", "taskId": task_id})
+        for _ in range(3):
+            seen = len(llm.requests)
+            _until(lambda seen=seen: len(llm.requests) > seen, "turns to reach the model")
+            time.sleep(1.5)
+            server.kill()
+            server.start()
+        llm.latency = 0.0
+        for task_id in tasks:
+            done = _task_when_done(server, key, task_id)
+            assert done["task"]["status"] == "completed", done
+    finally:
+        server.stop()
 
-    done = _task_when_done(server, key, "tsk_doomed")
-    assert done["task"]["status"] == "error"
-    assert done["turns"][0]["status"] == "error"
-    worker = httpx.get(
-        f"{server.base_url}/api/workers/{done['task']['workerId']}",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=10,
-    ).json()
-    assert worker["metadata"]["error"]["code"] == "interrupted"
-    assert "interrupted 2 times" in worker["metadata"]["error"]["message"]
-    assert worker["status"] == "completed" and worker["running"] is False
-    turn_id = done["turns"][0]["id"]
-    assert f"WARNING kennel.services.turns: turn {turn_id} failed: the run was interrupted 2" in (
-        server.log.read_text()
-    )
+
+def test_a_turn_running_in_every_crash_while_others_finish_ends_in_error(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    server = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
+    try:
+        key = server.create_key()
+        llm.script("poison pill", Sleep(60, Text("never")))
+        server.start()
+        _post_in_background(server, key, {"input": "poison pill", "taskId": "tsk_poison"})
+        for crash in (1, 2):
+            _until(lambda crash=crash: len(_turn_calls(llm, "poison pill")) >= crash, "poison")
+            quick = f"tsk_quick_{crash}"
+            _post_in_background(server, key, {"input": f"quick {crash}", "taskId": quick})
+            assert _task_when_done(server, key, quick)["task"]["status"] == "completed"
+            server.kill()
+            server.start()
+
+        done = _task_when_done(server, key, "tsk_poison")
+        assert done["task"]["status"] == "error"
+        worker = _get(server, key, f"/api/workers/{done['task']['workerId']}").json()
+        assert worker["metadata"]["error"]["code"] == "interrupted"
+        assert "interrupted 2 times in a row" in worker["metadata"]["error"]["message"]
+        assert worker["status"] == "completed" and worker["running"] is False
+        # It was run twice and not a third time.
+        assert len(_turn_calls(llm, "poison pill")) == 2
+    finally:
+        server.stop()

@@ -203,14 +203,19 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
 
     clock.advance(31)
     [expired] = await store.runs.expired_jobs(clock.now())
-    assert await store.runs.requeue(expired, clock.now(), "lease expired")
+    assert await store.runs.requeue(
+        expired, clock.now(), "lease expired", strikes=0, interruptions=1
+    )
     with pytest.raises(LeaseLostError):
         await store.runs.append_events(job, ["{}"], clock.now(), LEASE)
     with pytest.raises(LeaseLostError):
         await store.runs.finish_turn(job, TurnOutcome(status=TaskStatus.COMPLETED), [], clock.now())
     [retry] = await store.runs.claim_turns("r2", 1, clock.now(), LEASE)
-    assert retry.turn_id == turn.id and retry.attempts == 2
-    assert not await store.runs.requeue(expired, clock.now(), "stale")
+    # An interruption is not the turn's own failure: it spends no attempt.
+    assert retry.turn_id == turn.id and retry.attempts == 1
+    assert not await store.runs.requeue(
+        expired, clock.now(), "stale", strikes=0, interruptions=1
+    )
 
 
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:

@@ -286,14 +286,30 @@ class TurnJob:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnStep:
+    """One finished step of a turn (a model response and the tool calls it asked for), kept so
+    that a run taking the turn over after a crash goes on from there."""
+
+    step: int
+    messages: bytes
+    """The model messages the step added (pydantic-ai JSON)."""
+    state: JSONObject
+    """The run's counters and what its tools had done, after the step."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnContext:
-    """What a runner needs to run one turn: the worker, the task, the turn and its history."""
+    """What a runner needs to run one turn: the worker, the task, the turn and its history;
+    and, for a turn taken over, its finished steps and the chunks its stream already holds."""
 
     worker: Worker
     task: Task
     turn: Turn
     history: list[bytes]
     """The model messages of each earlier completed turn, as stored (pydantic-ai JSON)."""
+    steps: list[TurnStep] = field(default_factory=list)
+    told: list[str] = field(default_factory=list)
+    """The turn's chunks already in the task's event log, in order (encoded)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from kennel.agent.messages import UIMessageBuilder
 from kennel.agent.stream import Chunk, to_chunk, without_proto
 
 _KINDS = {TextPart: "text", ThinkingPart: "reasoning"}
+INTERRUPTED_CALL = "interrupted: the server stopped before this call finished"
 
 
 class ChunkWriter:
@@ -38,8 +39,33 @@ class ChunkWriter:
         self.started = False
         self._in_step = False
         self._ids = 0
+        self._mark = 0
         self._open: dict[int, tuple[str, str]] = {}
         """Parts of the response being streamed, by index: their kind and chunk id."""
+
+    def resume(self, told: list[Chunk]) -> None:
+        """Go on with a stream that already holds `told` (a run taken over after a crash): the
+        message is rebuilt from it, and what the lost run left open is closed, so that a
+        reader sees a valid stream. Ids made from here on carry the length of `told`, which no
+        earlier run's ids do."""
+        self._mark = len(told)
+        for chunk in told:
+            self._builder.add(chunk)
+        builder = self._builder
+        self.started = builder.started
+        for kind, chunk_id in builder.open_ids():
+            self._emit({"type": f"{kind}-end", "id": chunk_id})
+        for call_id in builder.unanswered_calls():
+            self._emit(
+                {
+                    "type": "tool-output-error",
+                    "toolCallId": call_id,
+                    "errorText": INTERRUPTED_CALL,
+                    "providerExecuted": True,
+                }
+            )
+        if builder.in_step:
+            self._emit({"type": "finish-step"})
 
     def start(self) -> None:
         if not self.started:
@@ -160,6 +186,8 @@ class ChunkWriter:
 
     def _new_id(self) -> str:
         self._ids += 1
+        if self._mark:
+            return f"{self.message_id}-{self._mark}-{self._ids}"
         return f"{self.message_id}-{self._ids}"
 
     def _start_call(self, index: int, call: ToolCallPart) -> None:

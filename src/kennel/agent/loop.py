@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -52,7 +52,7 @@ from kennel.agent.toolset import (
     output_return,
     skipped_return,
 )
-from kennel.models import JSONObject, Source, TurnError, Usage, WorkspaceFile
+from kennel.models import JSONObject, Source, TurnError, TurnStep, Usage, WorkspaceFile
 
 _Retry = TypeVar("_Retry", ToolReturnPart, RetryFeedbackPart)
 
@@ -104,6 +104,19 @@ class _Answered(Exception):
         self.closing = closing or []
 
 
+Checkpoint = Callable[[TurnStep], Awaitable[None]]
+"""Keeps a finished step (and the chunks told so far) before the next one starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """Where a turn taken over after a crash stands: its finished steps, and the chunks its
+    stream already holds."""
+
+    steps: list[TurnStep]
+    told: list[Chunk]
+
+
 class TurnLoop:
     """Runs one turn; `run()` once, and `so_far()` tells what a stopped run had done."""
 
@@ -123,12 +136,48 @@ class TurnLoop:
         self._spent = Usage()
         self._last_size = 0
         self._output_retries = 0
+        self._steps = 0
+        self._checkpoint: Checkpoint | None = None
         schema = plan.output_schema
         self._validator = None if schema is None else outputschema.validator_for(schema)
         self._output_tool = None if schema is None else _output_tool(schema)
         prompt = turn_prompt(plan.prompt, attachments, box.offered)
         first = ModelRequest(parts=[UserPromptPart(prompt)], instructions=plan.instructions or None)
         self._new: list[ModelMessage] = [first]
+
+    def keep_steps(self, checkpoint: Checkpoint) -> None:
+        """Have every finished step that is not the last one kept by `checkpoint`."""
+        self._checkpoint = checkpoint
+
+    def resume(self, resumption: Resumption) -> None:
+        """Go on from the last finished step: the conversation, the counters and what the tools
+        did as that step left them; only a step that was in flight runs again."""
+        self._writer.resume(resumption.told)
+        if not resumption.steps:
+            return
+        for step in resumption.steps:
+            self._new += ModelMessagesTypeAdapter.validate_json(step.messages)
+        last = resumption.steps[-1]
+        state = last.state
+        self._steps = last.step
+        self._spent = Usage(**state["usage"])
+        self._last_size = state["lastSize"]
+        self._output_retries = state["outputRetries"]
+        self._box.restore(state["tools"])
+
+    def _state(self) -> JSONObject:
+        spent = self._spent
+        return {
+            "usage": {
+                "input_tokens": spent.input_tokens,
+                "output_tokens": spent.output_tokens,
+                "requests": spent.requests,
+                "tool_calls": spent.tool_calls,
+            },
+            "lastSize": self._last_size,
+            "outputRetries": self._output_retries,
+            "tools": self._box.state(),
+        }
 
     async def run(self) -> TurnResult:
         plan = self._plan
@@ -159,6 +208,7 @@ class TurnLoop:
         if not box.wrapping_up and box.must_wrap_up(spent, self._last_size):
             box.wrapping_up = True
         self._writer.start_step()
+        kept = len(self._new)
         response = await self._request(self._parameters())
         self._new.append(response)
         usage = response.usage
@@ -175,6 +225,10 @@ class TurnLoop:
             self._new.append(
                 ModelRequest(parts=returns, instructions=self._plan.instructions or None)
             )
+        self._steps += 1
+        if self._checkpoint is not None:
+            added = ModelMessagesTypeAdapter.dump_json(self._new[kept:])
+            await self._checkpoint(TurnStep(self._steps, added, self._state()))
 
     async def _request(self, parameters: ModelRequestParameters) -> ModelResponse:
         plan, messages = self._plan, [*self._plan.history, *self._new]

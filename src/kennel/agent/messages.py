@@ -18,13 +18,20 @@ class UIMessageBuilder:
         self.parts: list[Part] = []
         self._open: dict[str, Part] = {}
         self._tools: dict[str, Part] = {}
+        self.started = False
+        self.in_step = False
 
     def add(self, chunk: dict[str, Any]) -> None:
         kind: str = chunk["type"]
-        if kind == "start" and chunk.get("messageId"):
-            self.message_id = chunk["messageId"]
+        if kind == "start":
+            self.started = True
+            if chunk.get("messageId"):
+                self.message_id = chunk["messageId"]
         elif kind == "start-step":
             self.parts.append({"type": "step-start"})
+            self.in_step = True
+        elif kind == "finish-step":
+            self.in_step = False
         elif kind in ("text-start", "reasoning-start"):
             opened: Part = {"type": kind.removesuffix("-start"), "text": "", "state": "streaming"}
             self._open[chunk["id"]] = opened
@@ -73,6 +80,18 @@ class UIMessageBuilder:
         elif kind == "tool-output-error":
             part.update(state="output-error", errorText=chunk["errorText"])
             part.setdefault("input", None)
+
+    def open_ids(self) -> list[tuple[str, str]]:
+        """Text and reasoning parts started and not ended: (kind, chunk id)."""
+        return [(part["type"], chunk_id) for chunk_id, part in self._open.items()]
+
+    def unanswered_calls(self) -> list[str]:
+        """Tool calls announced that have no result (nor an error) yet."""
+        return [
+            call_id
+            for call_id, part in self._tools.items()
+            if part.get("state") in ("input-streaming", "input-available")
+        ]
 
     def message(self) -> dict[str, Any]:
         """The message so far; parts still streaming are closed as they stand."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from pydantic_ai.ui.vercel_ai.response_types import FileChunk, SourceUrlChunk
 
 from kennel.agent.tools.sandbox import SandboxResult
 from kennel.agent.tools.web import FetchedPage, SearchResult
-from kennel.models import BudgetCaps, Source, Usage, WorkspaceFile
+from kennel.models import BudgetCaps, JSONObject, Source, Usage, WorkspaceFile
 
 FILE_TOOLS = frozenset({"list_files", "read_file", "write_file", "edit_file", "delete_file"})
 
@@ -85,6 +86,32 @@ class Toolbox:
     tool_calls_started: int = 0
     wrapping_up: bool = False
     """The budget allows one last model request: no tools, write the best answer (§16.8)."""
+
+    def state(self) -> JSONObject:
+        """What the tools did so far, as JSON, for a run that takes the turn over."""
+        return {
+            "toolCallsStarted": self.tool_calls_started,
+            "wrappingUp": self.wrapping_up,
+            "sources": [[s.id, s.url, s.title] for s in self.sources.values()],
+            "found": self.found,
+            "changed": [
+                [f.path, f.size, f.media_type, f.updated_at.timestamp()]
+                for f in self.changed.values()
+            ],
+            "deleted": sorted(self.deleted),
+        }
+
+    def restore(self, state: JSONObject) -> None:
+        """Take up where `state` (see `state()`) left off."""
+        self.tool_calls_started = state["toolCallsStarted"]
+        self.wrapping_up = state["wrappingUp"]
+        self.sources = {url: Source(id_, url, title) for id_, url, title in state["sources"]}
+        self.found = dict(state["found"])
+        self.changed = {
+            path: WorkspaceFile(path, size, media_type, datetime.fromtimestamp(stamp, UTC))
+            for path, size, media_type, stamp in state["changed"]
+        }
+        self.deleted = set(state["deleted"])
 
     def add_source(self, url: str, title: str | None) -> list[SourceUrlChunk]:
         """Record a fetched page; the chunk to stream, unless the turn already cited it."""

@@ -4,6 +4,7 @@ of turns whose runner died."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from kennel.agent.loop import Resumption
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.agent.stream import ABORT_CHUNK, encode_chunk, stream_end
@@ -31,6 +33,7 @@ from kennel.models import (
     TurnError,
     TurnJob,
     TurnOutcome,
+    TurnStep,
 )
 from kennel.services.billing import add_usage, budget_caps, credits_for
 from kennel.services.tasks import is_own_title
@@ -40,11 +43,6 @@ from kennel.storage.wakeups import Subscription, cancel_topic, task_topic
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
-
-
-def message_id(turn_id: str, attempt: int) -> str:
-    """The assistant message id of one attempt at a turn (a retried attempt is a new message)."""
-    return turn_id if attempt <= 1 else f"{turn_id}-{attempt}"
 
 
 def failure_chunks(message: str, *, started: bool, turn_id: str) -> list[dict[str, Any]]:
@@ -71,6 +69,8 @@ class EventSink:
         self._buffer: list[str] = []
         self._dirty = asyncio.Event()
         self._closing = asyncio.Event()
+        # One write of the log at a time, so batches land in the order they were told.
+        self._writing = asyncio.Lock()
         self.emitted = 0
 
     def emit(self, chunk: dict[str, Any]) -> None:
@@ -91,8 +91,16 @@ class EventSink:
                 pass
             self._dirty.clear()
             if self._buffer and self._is_watched():
-                batch, self._buffer = self._buffer, []
-                await self._append(batch)
+                async with self._writing:
+                    batch, self._buffer = self._buffer, []
+                    await self._append(batch)
+
+    async def keep(self, write: Callable[[list[str]], Awaitable[object]]) -> None:
+        """Hand what is buffered to `write` (a step's transaction), once any batch on its way
+        to the log is written."""
+        async with self._writing:
+            batch, self._buffer = self._buffer, []
+            await write(batch)
 
     def close(self) -> list[str]:
         """Stop flushing; returns what is left for the final transaction."""
@@ -158,8 +166,7 @@ class TurnService:
     ) -> TurnOutcome:
         if _cancelled(context):  # before it started: nothing to stop
             logger.info("turn %s: cancelled before it started", job.turn_id)
-            start = message_id(job.turn_id, job.attempts)
-            for chunk in stream_end([ABORT_CHUNK], started=False, message_id=start):
+            for chunk in stream_end([ABORT_CHUNK], started=False, message_id=job.turn_id):
                 sink.emit(chunk)
             return TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
         try:
@@ -171,12 +178,22 @@ class TurnService:
                 input=context.turn.input,
                 history=context.history,
                 caps=self._caps(context.turn.budget),
-                message_id=message_id(job.turn_id, job.attempts),
+                message_id=job.turn_id,
                 live=live,
                 attachments=context.turn.attachments,
                 **self._workspace_of(context),
             )
             turn = await self._runtime.turn(request, sink.emit)
+            if context.told or context.steps:
+                told = [json.loads(body) for body in context.told]
+                turn.resume(Resumption(context.steps, told))
+                logger.info(
+                    "turn %s: taken over at step %d (attempt %d)",
+                    job.turn_id,
+                    len(context.steps),
+                    job.attempts,
+                )
+            turn.keep_steps(partial(self._keep_step, job, sink))
             result = await self._until_cancelled(job, turn.run(), cancelled)
         except KennelError as error:
             failure = TurnError(error.code, error.message)
@@ -193,6 +210,15 @@ class TurnService:
         if result.error is not None:
             _log_failure(context, result.error, result.failure_detail)
         return _outcome(result)
+
+    async def _keep_step(self, job: TurnJob, sink: EventSink, step: TurnStep) -> None:
+        """A finished step, kept with the chunks told so far before the next step starts."""
+
+        async def write(bodies: list[str]) -> None:
+            now = self._clock.now()
+            await self._store.runs.save_step(job, step, bodies, now, self._lease)
+
+        await sink.keep(write)
 
     async def _until_cancelled(
         self, job: TurnJob, run: Coroutine[Any, Any, TurnResult], cancelled: Subscription
@@ -251,23 +277,27 @@ class TurnService:
         return append
 
     async def recover(self, *, every_running: bool = False) -> int:
-        """Requeue turns whose runner died, or give up on them after the last attempt."""
+        """Put turns whose runner died back in the queue, or end a poison turn (see
+        `interruption`)."""
         now = self._clock.now()
         handled = 0
         for expired in await self._store.runs.expired_jobs(now, every_running=every_running):
-            if expired.attempts < expired.max_attempts:
-                reason = f"interrupted during attempt {expired.attempts}"
-                handled += await self._store.runs.requeue(expired, now, reason)
-            else:
-                handled += await self._give_up(expired, now)
+            strikes, interruptions, poison = interruption(expired)
+            if poison:
+                handled += await self._give_up(expired, now, interruptions)
+                continue
+            reason = f"interrupted during attempt {expired.attempts}"
+            handled += await self._store.runs.requeue(
+                expired, now, reason, strikes=strikes, interruptions=interruptions
+            )
         return handled
 
-    async def _give_up(self, expired: ExpiredJob, now: datetime) -> bool:
+    async def _give_up(self, expired: ExpiredJob, now: datetime, interruptions: int) -> bool:
         turn = await self._store.tasks.get_turn(expired.ref)
         error = TurnError(
             "interrupted",
-            f"the run was interrupted {expired.attempts} times (the server stopped or crashed); "
-            "giving up",
+            f"the run was interrupted {interruptions} times in a row without getting anywhere "
+            "(the server stopped or crashed while it ran, and other work went on): giving up",
         )
         chunks = failure_chunks(
             error.message,
@@ -278,6 +308,33 @@ class TurnService:
         outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
         bodies = [encode_chunk(chunk) for chunk in chunks]
         return await self._store.runs.fail_turn(expired, outcome, bodies, now)
+
+
+CRASH_LOOP_FACTOR = 3
+"""A turn interrupted this many times its attempts in a row without progress ends even when
+nothing else ran meanwhile: it may be what keeps killing a server that runs nothing else."""
+
+
+def interruption(expired: ExpiredJob) -> tuple[int, int, bool]:
+    """How an interrupted run counts: its new strikes and interruptions, and whether the turn is
+    poison and ends.
+
+    An interruption is not the turn's failure: a process that dies (a deploy, an OOM kill, a
+    SIGKILL) takes all its turns with it, and they are run again without spending an attempt.
+    A run that finished a step before it was cut off was moving: its count starts over. One
+    that made no progress while other jobs finished is a strike: the turn may be what kills its
+    runner, and `max_attempts` strikes in a row end it with the reason. Interruptions while
+    nothing else finished (the whole server stuck or restarting) are not strikes, but
+    `CRASH_LOOP_FACTOR` x `max_attempts` of them in a row end the turn too.
+    """
+    if expired.progressed:
+        return 0, 0, False
+    strikes = expired.strikes + (1 if expired.others_finished else 0)
+    interruptions = expired.interruptions + 1
+    poison = (
+        strikes >= expired.max_attempts or interruptions >= CRASH_LOOP_FACTOR * expired.max_attempts
+    )
+    return strikes, interruptions, poison
 
 
 def _cancelled(context: TurnContext) -> bool:

@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from kennel.errors import LeaseLostError, NotFoundError
-from kennel.models import CANCELLED, TaskStatus, TurnContext, TurnJob, TurnOutcome
+from kennel.models import (
+    CANCELLED,
+    TaskStatus,
+    TurnContext,
+    TurnJob,
+    TurnOutcome,
+    TurnStep,
+)
 from kennel.storage.database import Database
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply
@@ -25,6 +32,7 @@ from kennel.storage.tables import (
     organizations,
     task_events,
     tasks,
+    turn_steps,
     turns,
     workers,
 )
@@ -42,11 +50,21 @@ from kennel.storage.workers import worker_from_row
 
 @dataclass(frozen=True, slots=True)
 class ExpiredJob:
+    """A running job whose runner is gone, with what recovery decides on."""
+
     job_id: int
     kind: str
     ref: str
     attempts: int
     max_attempts: int
+    lease_token: str | None = None
+    """The lost claim's token: settling fences on it, so a job claimed again is left alone."""
+    strikes: int = 0
+    interruptions: int = 0
+    progressed: bool = False
+    """The lost attempt finished a step: the turn was moving."""
+    others_finished: bool = False
+    """Other jobs finished while the lost attempt ran: the process was not stuck as a whole."""
 
 
 class RunStore:
@@ -106,6 +124,7 @@ class RunStore:
                         lease_owner=owner,
                         lease_token=job.lease_token,
                         lease_expires_at=now + lease,
+                        claimed_at=now,
                     )
                 )
             turn_ids = [job.turn_id for job in claimed]
@@ -178,11 +197,35 @@ class RunStore:
                 )
                 .order_by(turns.c.seq)
             )
+            steps: list[TurnStep] = []
+            told: list[str] = []
+            if turn_row.first_event_seq is not None or turn_row.attempts > 1:
+                # Taken over after a crash: go on from its last step, in the stream it began.
+                steps = [
+                    TurnStep(row.step, bytes(row.messages), row.state)
+                    for row in conn.execute(
+                        sa.select(turn_steps.c.step, turn_steps.c.messages, turn_steps.c.state)
+                        .where(turn_steps.c.turn_id == job.turn_id)
+                        .order_by(turn_steps.c.step)
+                    )
+                ]
+                told = list(
+                    conn.execute(
+                        sa.select(task_events.c.body)
+                        .where(
+                            task_events.c.task_key == turn_row.task_key,
+                            task_events.c.turn_id == job.turn_id,
+                        )
+                        .order_by(task_events.c.seq)
+                    ).scalars()
+                )
             return TurnContext(
                 worker=worker_from_row(worker_row),
                 task=task_from_row(task_row),
                 turn=turn_from_row(turn_row),
                 history=[bytes(blob) for (blob,) in history],
+                steps=steps,
+                told=told,
             )
 
         return await self._db.read(work)
@@ -196,6 +239,28 @@ class RunStore:
             _fence(conn, job, lease_expires_at=now + lease)
             self._db.publish(conn, task_topic(job.task_key))
             return _append(conn, job.task_key, job.turn_id, bodies)
+
+        return await self._db.write(work)
+
+    async def save_step(
+        self, job: TurnJob, step: TurnStep, bodies: Sequence[str], now: datetime, lease: timedelta
+    ) -> None:
+        """Keep a finished step and the chunks told so far, and mark the job as moving."""
+
+        def work(conn: sa.Connection) -> None:
+            _fence(conn, job, lease_expires_at=now + lease, progressed_at=now)
+            conn.execute(
+                turn_steps.insert().values(
+                    turn_id=job.turn_id,
+                    step=step.step,
+                    messages=step.messages,
+                    state=step.state,
+                    created_at=now,
+                )
+            )
+            if bodies:
+                _append(conn, job.task_key, job.turn_id, bodies)
+                self._db.publish(conn, task_topic(job.task_key))
 
         return await self._db.write(work)
 
@@ -247,9 +312,34 @@ class RunStore:
         if not every_running:
             condition = sa.and_(condition, jobs.c.lease_expires_at < now)
 
+        other = jobs.alias("other")
+        others_finished = (
+            sa.select(other.c.id)
+            .where(
+                other.c.status == "done",
+                other.c.id != jobs.c.id,
+                other.c.finished_at >= jobs.c.claimed_at,
+            )
+            .exists()
+        )
+        progressed = sa.and_(
+            jobs.c.progressed_at.is_not(None), jobs.c.progressed_at >= jobs.c.claimed_at
+        )
+
         def work(conn: sa.Connection) -> list[ExpiredJob]:
             rows = conn.execute(
-                sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
+                sa.select(
+                    jobs.c.id,
+                    jobs.c.kind,
+                    jobs.c.ref,
+                    jobs.c.attempts,
+                    jobs.c.max_attempts,
+                    jobs.c.lease_token,
+                    jobs.c.strikes,
+                    jobs.c.interruptions,
+                    sa.case((progressed, True), else_=False),
+                    sa.case((others_finished, True), else_=False),
+                )
                 .where(condition)
                 .order_by(jobs.c.id)
             )
@@ -257,18 +347,31 @@ class RunStore:
 
         return await self._db.read(work)
 
-    async def requeue(self, expired: ExpiredJob, now: datetime, reason: str) -> bool:
-        """Put an interrupted job back in the queue; False if someone else already handled it."""
+    async def requeue(
+        self, expired: ExpiredJob, now: datetime, reason: str, *, strikes: int, interruptions: int
+    ) -> bool:
+        """Put an interrupted job back in the queue without spending its attempt (an
+        interruption is not the turn's own failure); False if someone else already handled it."""
 
         def work(conn: sa.Connection) -> bool:
-            if not _settle(conn, expired, status="queued", run_after=now, last_error=reason):
+            settled = _settle(
+                conn,
+                expired,
+                status="queued",
+                run_after=now,
+                last_error=reason,
+                attempts=jobs.c.attempts - 1,
+                strikes=strikes,
+                interruptions=interruptions,
+            )
+            if not settled:
                 return False
             self._db.publish(conn, JOBS_TOPIC)
             if expired.kind == TURN_JOB:
                 conn.execute(
                     turns.update()
                     .where(turns.c.id == expired.ref)
-                    .values(status=TaskStatus.PENDING.value)
+                    .values(status=TaskStatus.PENDING.value, attempts=turns.c.attempts - 1)
                 )
             return True
 
@@ -394,7 +497,7 @@ def _settle(conn: sa.Connection, expired: ExpiredJob, **values: object) -> bool:
         .where(
             jobs.c.id == expired.job_id,
             jobs.c.status == "running",
-            jobs.c.attempts == expired.attempts,
+            jobs.c.lease_token == expired.lease_token,
         )
         .values(**values, **_NO_LEASE)
     )
@@ -506,7 +609,7 @@ def _record_outcome(
         .values(**task_values)
         .returning(tasks.c.organization_id, tasks.c.worker_id)
     ).one()
-    _record_work(conn, task_key, worker_id, outcome, now)
+    _record_work(conn, task_key, turn_id, worker_id, outcome, now)
     if usage.credits:
         conn.execute(
             organizations.update()
@@ -521,9 +624,16 @@ def _record_outcome(
 
 
 def _record_work(
-    conn: sa.Connection, task_key: int, worker_id: str, outcome: TurnOutcome, now: datetime
+    conn: sa.Connection,
+    task_key: int,
+    turn_id: str,
+    worker_id: str,
+    outcome: TurnOutcome,
+    now: datetime,
 ) -> None:
-    """What the turn's tools left: the pages it fetched, the workspace files it changed."""
+    """What the turn's tools left: the pages it fetched, the workspace files it changed. Its
+    steps are no longer needed: the turn's messages are whole."""
+    conn.execute(turn_steps.delete().where(turn_steps.c.turn_id == turn_id))
     record_task_sources(conn, task_key, outcome.sources, now)
     forget_files(conn, worker_id, outcome.deleted_files)
     record_task_files(conn, worker_id, task_key, outcome.files, now)

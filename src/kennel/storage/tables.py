@@ -186,6 +186,13 @@ jobs = sa.Table(
     sa.Column("last_error", StoredText, nullable=True),
     sa.Column("created_at", EpochMillis, nullable=False),
     sa.Column("finished_at", EpochMillis, nullable=True),
+    # When the running attempt was claimed, and when it last finished a step (see recovery).
+    sa.Column("claimed_at", EpochMillis, nullable=True),
+    sa.Column("progressed_at", EpochMillis, nullable=True),
+    # Interruptions in a row without progress; `strikes` counts those during which other jobs
+    # finished (the job itself may be what kills its runner).
+    sa.Column("strikes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("interruptions", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_jobs_status_run_after", "status", "run_after"),
     sa.Index("ix_jobs_lock_key_status", "lock_key", "status"),
 )
@@ -289,6 +296,15 @@ schedule_runs = sa.Table(
     sa.Index("ix_schedule_runs_schedule_fired", "schedule_id", "fired_at"),
 )
 
+turn_steps = sa.Table(
+    "turn_steps",
+    metadata,
+    sa.Column("turn_id", sa.ForeignKey("turns.id"), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("messages", sa.LargeBinary, nullable=False),
+    sa.Column("state", JSON, nullable=True),
+    sa.Column("created_at", EpochMillis, nullable=False),
+)
 webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
