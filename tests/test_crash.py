@@ -101,6 +101,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, llm: FakeLLM) -> Iter
     with contextlib.ExitStack() as stack:
         if getattr(request, "param", "sqlite") == "postgres":
             env["KENNEL_DATABASE_URL"] = stack.enter_context(_sync_postgres_url())
+            # Another process may hold a PostgreSQL job: a dead one's is taken back once its
+            # lease runs out.
+            env["KENNEL_JOB_LEASE_SECONDS"] = "3"
         kennel = KennelServer(tmp_path, llm, **env)
         try:
             yield kennel

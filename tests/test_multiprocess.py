@@ -4,6 +4,7 @@ every task end is delivered once, whichever process gets to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -14,13 +15,14 @@ import httpx
 import pytest
 
 from databases import postgres_url
-from fakellm import FakeLLM
+from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
 from receiver import Receiver, serving_receiver
 from server import KennelServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 SCHEDULES = 12
+COUNTER = "open('count.txt', 'a').write('1')"
 
 
 @pytest.fixture
@@ -99,3 +101,69 @@ async def _fire_and_deliver(
     assert len({d.headers["webhook-id"] for d in delivered}) == SCHEDULES
     log = (await one.get(f"/api/workers/{worker_id}/webhook/executions")).json()
     assert len(log["logs"]) == SCHEDULES
+
+
+async def test_a_turn_of_a_killed_process_is_finished_by_the_other_from_its_last_step(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    text = "count, then answer"
+    counting = tool_calls(ToolCall("run_python", {"code": COUNTER}, id="c1"))
+    llm.script(text, counting, Sleep(60, Text("too late")))
+    async with postgres_url() as url:
+        # One workspace folder for both, as a shared volume would be in production.
+        shared = tmp_path / "shared"
+        env = {
+            "KENNEL_DATABASE_URL": url,
+            "KENNEL_JOB_LEASE_SECONDS": "3",
+            "KENNEL_DATA_DIR": str(shared),
+        }
+        one, two = (KennelServer(tmp_path / name, llm, **env) for name in ("one", "two"))
+        for server in (one, two):
+            server.data_dir.mkdir()
+        key = one.create_key()
+        headers = {"Authorization": f"Bearer {key}"}
+        try:
+            await asyncio.to_thread(one.start)
+            async with httpx.AsyncClient(base_url=one.base_url, headers=headers) as client:
+                posted = asyncio.create_task(
+                    client.post("/api/tasks", json={"input": text, "taskId": "tsk_x"}, timeout=90)
+                )
+                await _until_called(llm, text, after_tools=True)
+                await asyncio.to_thread(two.start)
+                llm.reset()
+                llm.script(text, counting, Text("finished by the other process"))
+                one.kill()
+                with contextlib.suppress(httpx.TransportError):
+                    await posted
+            async with httpx.AsyncClient(base_url=two.base_url, headers=headers) as client:
+                done = await _until(
+                    client, "/api/tasks/tsk_x", lambda b: b["task"]["status"] == "completed"
+                )
+                [turn] = done["turns"]
+                assert turn["outputText"] == "finished by the other process"
+                worker_id = done["task"]["workerId"]
+                counted = await client.get(f"/api/workers/{worker_id}/files/count.txt")
+                assert counted.text == "1"  # the tool ran once
+            [again] = _calls(llm, text)  # only the step in flight ran again
+            assert any(message["role"] == "tool" for message in again["messages"])
+        finally:
+            for server in (one, two):
+                server.stop()
+
+
+def _calls(llm: FakeLLM, text: str) -> list[dict[str, Any]]:
+    return [
+        request
+        for request in list(llm.requests)
+        if any(m["role"] == "user" and m.get("content") == text for m in request["messages"])
+        and "short title" not in str(request["messages"][0].get("content"))
+    ]
+
+
+async def _until_called(llm: FakeLLM, text: str, *, after_tools: bool) -> None:
+    async with asyncio.timeout(60):
+        while not any(
+            any(m["role"] == "tool" for m in request["messages"]) == after_tools
+            for request in _calls(llm, text)
+        ):
+            await asyncio.sleep(0.05)

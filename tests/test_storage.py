@@ -213,9 +213,7 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
     [retry] = await store.runs.claim_turns("r2", 1, clock.now(), LEASE)
     # An interruption is not the turn's own failure: it spends no attempt.
     assert retry.turn_id == turn.id and retry.attempts == 1
-    assert not await store.runs.requeue(
-        expired, clock.now(), "stale", strikes=0, interruptions=1
-    )
+    assert not await store.runs.requeue(expired, clock.now(), "stale", strikes=0, interruptions=1)
 
 
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:

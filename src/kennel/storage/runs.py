@@ -337,13 +337,27 @@ class RunStore:
                     jobs.c.lease_token,
                     jobs.c.strikes,
                     jobs.c.interruptions,
-                    sa.case((progressed, True), else_=False),
-                    sa.case((others_finished, True), else_=False),
+                    sa.case((progressed, True), else_=False).label("progressed"),
+                    sa.case((others_finished, True), else_=False).label("others_finished"),
                 )
                 .where(condition)
                 .order_by(jobs.c.id)
             )
-            return [ExpiredJob(*row) for row in rows]
+            return [
+                ExpiredJob(
+                    job_id=row.id,
+                    kind=row.kind,
+                    ref=row.ref,
+                    attempts=row.attempts,
+                    max_attempts=row.max_attempts,
+                    lease_token=row.lease_token,
+                    strikes=row.strikes,
+                    interruptions=row.interruptions,
+                    progressed=bool(row.progressed),
+                    others_finished=bool(row.others_finished),
+                )
+                for row in rows
+            ]
 
         return await self._db.read(work)
 
