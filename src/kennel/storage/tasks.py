@@ -39,6 +39,35 @@ TURN_JOB = "turn"
 # Every turn column but the stored model messages, which only the runner needs.
 _TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"]
 
+# Built once: every task runs them (see `kennel.storage`).
+_TASK_KEY = sa.bindparam("task_key", type_=sa.BigInteger)
+_CREDIT_BALANCE = sa.select(organizations.c.credit_balance).where(
+    organizations.c.id == sa.bindparam("organization_id")
+)
+_TASK_BY_ID = sa.select(tasks).where(
+    tasks.c.organization_id == sa.bindparam("organization_id"),
+    tasks.c.id == sa.bindparam("task_id"),
+)
+_LOCKED_TASK_BY_ID = _TASK_BY_ID.with_for_update()
+_TASK_BY_KEY = sa.select(tasks).where(tasks.c.key == _TASK_KEY)
+_TURN_BY_ID = sa.select(*_TURN_COLUMNS).where(turns.c.id == sa.bindparam("turn_id"))
+_TURNS_OF_TASK = (
+    sa.select(*_TURN_COLUMNS).where(turns.c.task_key == _TASK_KEY).order_by(turns.c.seq)
+)
+_INSERT_TASK = tasks.insert().returning(tasks.c.key)
+_INSERT_TURN = turns.insert()
+_COUNT_TURN = (
+    tasks.update()
+    .where(tasks.c.key == _TASK_KEY)
+    .values(
+        turn_count=tasks.c.turn_count + 1,
+        status=sa.bindparam("status"),
+        completed_at=None,
+    )
+    .returning(tasks.c.event_seq)
+)
+_INSERT_JOB = jobs.insert()
+
 
 @dataclass(frozen=True, slots=True)
 class TaskSnapshot:
@@ -89,9 +118,7 @@ class TaskStore:
     ) -> SubmissionContext:
         def work(conn: sa.Connection) -> SubmissionContext:
             balance = conn.execute(
-                sa.select(organizations.c.credit_balance).where(
-                    organizations.c.id == organization_id
-                )
+                _CREDIT_BALANCE, {"organization_id": organization_id}
             ).scalar_one()
             task = _find_task(conn, organization_id, task_id)
             wanted = task.worker_id if task is not None else worker_id
@@ -104,13 +131,13 @@ class TaskStore:
         return await self._db.read(lambda conn: _find_task(conn, organization_id, task_id))
 
     async def by_key(self, task_key: int) -> Task | None:
-        query = sa.select(tasks).where(tasks.c.key == task_key)
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        params = {"task_key": task_key}
+        row = await self._db.read(lambda conn: conn.execute(_TASK_BY_KEY, params).first())
         return None if row is None else task_from_row(row)
 
     async def get_turn(self, turn_id: str) -> Turn | None:
-        query = sa.select(*_TURN_COLUMNS).where(turns.c.id == turn_id)
-        row = await self._db.read(lambda conn: conn.execute(query).first())
+        params = {"turn_id": turn_id}
+        row = await self._db.read(lambda conn: conn.execute(_TURN_BY_ID, params).first())
         return None if row is None else turn_from_row(row)
 
     async def latest_for_worker(self, organization_id: str, worker_id: str) -> Task | None:
@@ -130,7 +157,7 @@ class TaskStore:
 
     async def snapshot(self, task_key: int) -> TaskSnapshot:
         def work(conn: sa.Connection) -> TaskSnapshot:
-            row = conn.execute(sa.select(tasks).where(tasks.c.key == task_key)).one()
+            row = conn.execute(_TASK_BY_KEY, {"task_key": task_key}).one()
             task_turns = _turns_of(conn, task_key)
             files = task_files_of(conn, task_key)
             sources = task_sources_of(conn, task_key)
@@ -234,35 +261,34 @@ def submit_turn(
         ),
     )
     conn.execute(
-        turns.insert().values(
-            id=turn.id,
-            task_key=task.key,
-            seq=turn.seq,
-            input=turn.input,
-            budget=turn.budget.value,
-            status=turn.status.value,
-            live=turn.live,
-            attachments=_attachments_json(turn.attachments),
-            created_at=now,
-        )
+        _INSERT_TURN,
+        {
+            "id": turn.id,
+            "task_key": task.key,
+            "seq": turn.seq,
+            "input": turn.input,
+            "budget": turn.budget.value,
+            "status": turn.status.value,
+            "live": turn.live,
+            "attachments": _attachments_json(turn.attachments),
+            "created_at": now,
+        },
     )
     status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
     event_seq = conn.execute(
-        tasks.update()
-        .where(tasks.c.key == task.key)
-        .values(turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None)
-        .returning(tasks.c.event_seq)
+        _COUNT_TURN, {"task_key": task.key, "status": status.value}
     ).scalar_one()
     conn.execute(
-        jobs.insert().values(
-            kind=TURN_JOB,
-            ref=turn.id,
-            lock_key=f"task:{task.key}",
-            status="queued",
-            run_after=now,
-            max_attempts=submission.max_attempts,
-            created_at=now,
-        )
+        _INSERT_JOB,
+        {
+            "kind": TURN_JOB,
+            "ref": turn.id,
+            "lock_key": f"task:{task.key}",
+            "status": "queued",
+            "run_after": now,
+            "max_attempts": submission.max_attempts,
+            "created_at": now,
+        },
     )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
     if submission.email is not None:
@@ -272,41 +298,32 @@ def submit_turn(
 
 
 def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
-    rows = conn.execute(
-        sa.select(*_TURN_COLUMNS).where(turns.c.task_key == task_key).order_by(turns.c.seq)
-    )
+    rows = conn.execute(_TURNS_OF_TASK, {"task_key": task_key})
     return [turn_from_row(row) for row in rows]
 
 
 def _find_task(
     conn: sa.Connection, organization_id: str, task_id: str, *, lock: bool = False
 ) -> Task | None:
-    query = sa.select(tasks).where(
-        tasks.c.organization_id == organization_id, tasks.c.id == task_id
-    )
-    if lock:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = _LOCKED_TASK_BY_ID if lock else _TASK_BY_ID
+    row = conn.execute(query, {"organization_id": organization_id, "task_id": task_id}).first()
     return None if row is None else task_from_row(row)
 
 
 def _insert_task(conn: sa.Connection, submission: Submission, now: datetime) -> Task:
-    key = (
-        conn.execute(
-            tasks.insert()
-            .values(
-                id=submission.task_id,
-                organization_id=submission.organization_id,
-                worker_id=submission.worker.id,
-                title=submission.provisional_title,
-                status=TaskStatus.PENDING.value,
-                triggered_by=submission.triggered_by.value,
-                created_by_user_id=submission.created_by_user_id,
-                metadata=submission.metadata,
-                created_at=now,
-            )
-            .returning(tasks.c.key)
-        )
+    key = conn.execute(
+        _INSERT_TASK,
+        {
+            "id": submission.task_id,
+            "organization_id": submission.organization_id,
+            "worker_id": submission.worker.id,
+            "title": submission.provisional_title,
+            "status": TaskStatus.PENDING.value,
+            "triggered_by": submission.triggered_by.value,
+            "created_by_user_id": submission.created_by_user_id,
+            "metadata": submission.metadata,
+            "created_at": now,
+        },
     ).scalar_one()
     return Task(
         key=int(key),

@@ -158,7 +158,9 @@ def _visible(organization_id: str, user_id: str) -> sa.ColumnElement[bool]:
     )
 
 
-def _live(organization_id: str, worker_id: str) -> sa.ColumnElement[bool]:
+def _live(
+    organization_id: str | sa.BindParameter[str], worker_id: str | sa.BindParameter[str]
+) -> sa.ColumnElement[bool]:
     return sa.and_(
         workers.c.id == worker_id,
         workers.c.organization_id == organization_id,
@@ -176,27 +178,37 @@ def _column_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+_INSERT_WORKER = workers.insert()
+_LIVE_WORKER = sa.select(workers).where(
+    _live(
+        sa.bindparam("organization_id", type_=sa.String), sa.bindparam("worker_id", type_=sa.String)
+    )
+)
+
+
 def insert_worker(conn: sa.Connection, worker: Worker) -> None:
     conn.execute(
-        workers.insert().values(
-            id=worker.id,
-            organization_id=worker.organization_id,
-            user_id=worker.user_id,
-            title=worker.title,
-            instructions=worker.instructions,
-            summary=worker.summary,
-            output_schema=worker.output_schema,
-            visibility=worker.visibility.value,
-            model=worker.model,
-            created_at=worker.created_at,
-            updated_at=worker.updated_at,
-            email_allow_list=list(worker.email_allow_list),
-        )
+        _INSERT_WORKER,
+        {
+            "id": worker.id,
+            "organization_id": worker.organization_id,
+            "user_id": worker.user_id,
+            "title": worker.title,
+            "instructions": worker.instructions,
+            "summary": worker.summary,
+            "output_schema": worker.output_schema,
+            "visibility": worker.visibility.value,
+            "model": worker.model,
+            "created_at": worker.created_at,
+            "updated_at": worker.updated_at,
+            "email_allow_list": list(worker.email_allow_list),
+        },
     )
 
 
 def find_worker(conn: sa.Connection, organization_id: str, worker_id: str) -> Worker | None:
-    row = conn.execute(sa.select(workers).where(_live(organization_id, worker_id))).first()
+    params = {"organization_id": organization_id, "worker_id": worker_id}
+    row = conn.execute(_LIVE_WORKER, params).first()
     return None if row is None else worker_from_row(row)
 
 
