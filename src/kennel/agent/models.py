@@ -19,6 +19,7 @@ from kennel.agent.providers import (
     safe_url,
     split_name,
 )
+from kennel.agent.toolschemas import reuse_adapted_schemas
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, ModelNotConfiguredError
 
@@ -124,11 +125,11 @@ class ModelCatalog:
             raise ModelNotConfiguredError(f"{source}={name!r} cannot be used: {error}") from None
 
     def _make(self, name: str) -> Model:
-        provider, model = split_name(name)
-        if provider and not model:
+        provider, model_id = split_name(name)
+        if provider and not model_id:
             raise _UnknownNameError(f"no model is named after '{provider}:'")
         try:
-            return infer_model(name, provider_factory=self._provider)
+            model = infer_model(name, provider_factory=self._provider)
         except ImportError:
             raise _UnknownNameError(
                 f"the library of the {provider!r} provider is not installed here"
@@ -140,6 +141,8 @@ class ModelCatalog:
             raise _MissingSettingError(reason) from None
         except ValueError as error:  # "Unknown provider: x"
             raise _UnknownNameError(str(error)) from None
+        reuse_adapted_schemas(model)
+        return model
 
     def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in OPENAI_PROVIDERS:
