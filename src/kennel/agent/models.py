@@ -12,6 +12,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from kennel.agent.openaisdk import send_bodies_as_they_are
 from kennel.agent.providers import (
     COMMON_PROVIDERS,
     EXAMPLE_MODEL,
@@ -147,9 +148,11 @@ class ModelCatalog:
     def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in OPENAI_PROVIDERS:
             settings = self._settings
-            return OpenAIProvider(
+            provider = OpenAIProvider(
                 base_url=settings.openai_base_url, api_key=settings.openai_api_key
             )
+            send_bodies_as_they_are(provider.client)
+            return provider
         return infer_provider(provider_name)
 
 
