@@ -62,6 +62,7 @@ CHAT_CALLS: list[dict[str, Any]] = [
         "extra_body": {"tools": [], "custom": 1},
         "max_completion_tokens": 10,
     },
+    {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
     {"model": "m", "messages": iter(MESSAGES), "tools": (tool for tool in TOOLS)},
 ]
 RESPONSES_CALLS: list[dict[str, Any]] = [
