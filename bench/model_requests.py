@@ -20,7 +20,8 @@ after a warm-up one:
 * ``cpu-loop``: ten million ``s += i`` steps of pure Python, to compare machines.
 
 The numbers vary with the machine's load: compare runs made within a few minutes of each
-other. ``--profile`` writes a cProfile of the measured ``request, 8 tools`` batch.
+other. ``--only WORD...`` runs the probes whose name holds one of the words; ``--profile
+out.prof`` writes a cProfile of one more batch of each probe (``out-<probe>.prof``).
 """
 
 from __future__ import annotations
@@ -95,14 +96,15 @@ def cpu_loop_s() -> float:
     return time.process_time() - before
 
 
-async def measure(base_url: str, requests: int, profile: Path | None) -> dict[str, float]:
+async def measure(
+    base_url: str, requests: int, only: list[str], profile: Path | None
+) -> dict[str, float]:
     settings = Settings(model=MODEL, openai_base_url=base_url, openai_api_key="k")
     catalog = ModelCatalog(settings)
     model = await catalog.get(MODEL)
     tools = ToolCatalog()
     await tools.prepare(model)
     model_settings = ModelSettings(timeout=30.0)
-    results: dict[str, float] = {}
 
     def parameters(offered: frozenset[str]) -> ModelRequestParameters:
         return ModelRequestParameters(
@@ -136,53 +138,62 @@ async def measure(base_url: str, requests: int, profile: Path | None) -> dict[st
                 pass
             return events.get()
 
-    results["request, 0 tools"] = await per_call_ms(requests, lambda i: request(i, frozenset()))
-    with_tools: Callable[[int], Awaitable[object]] = lambda i: request(i, ALL_TOOLS)  # noqa: E731
-    results["request, 8 tools"] = await per_call_ms(requests, with_tools)
-    if profile is not None:
-        profiler = cProfile.Profile()
-        profiler.enable()
-        await per_call_ms(requests, with_tools)
-        profiler.disable()
-        profiler.dump_stats(profile)
-    results["stream, 8 tools"] = await per_call_ms(requests, stream)
+    workspace = tempfile.TemporaryDirectory(prefix="kennel-bench-ws-")
+    unused: Any = _Unused()
+    engines = Engines(search=unused, fetcher=unused, sandbox=unused)
+    runtime = AgentRuntime(catalog, model_timeout=30.0, engines=engines)
 
-    with tempfile.TemporaryDirectory(prefix="kennel-bench-ws-") as workspace:
-        unused: Any = _Unused()
-        engines = Engines(search=unused, fetcher=unused, sandbox=unused)
-        runtime = AgentRuntime(catalog, model_timeout=30.0, engines=engines)
-
-        async def turn(i: int, *, live: bool, text: str = "task") -> object:
-            turn_request = TurnRequest(
-                model_name=MODEL,
-                instructions=INSTRUCTIONS,
-                output_schema=None,
-                input=f"{text} {i}",
-                history=[],
-                caps=BUDGET_CAPS[Budget.STANDARD],
-                message_id=f"msg_{i}",
-                live=live,
-                folder=WorkspaceFolder(Path(workspace)),
-            )
-            result = await runtime.run_turn(turn_request, lambda chunk: None)
-            assert result.error is None, result.error
-            return result
-
-        results["turn, quiet"] = await per_call_ms(requests, lambda i: turn(i, live=False))
-        results["turn, live"] = await per_call_ms(requests, lambda i: turn(i, live=True))
-        tool_turn: Callable[[int], Awaitable[object]] = lambda i: turn(  # noqa: E731
-            i, live=True, text=TOOL_TASK
+    async def turn(i: int, *, live: bool, text: str = "task") -> object:
+        turn_request = TurnRequest(
+            model_name=MODEL,
+            instructions=INSTRUCTIONS,
+            output_schema=None,
+            input=f"{text} {i}",
+            history=[],
+            caps=BUDGET_CAPS[Budget.STANDARD],
+            message_id=f"msg_{i}",
+            live=live,
+            folder=WorkspaceFolder(Path(workspace.name)),
         )
-        results["tool turn, live"] = await per_call_ms(requests, tool_turn)
-    await catalog.aclose()
+        result = await runtime.run_turn(turn_request, lambda chunk: None)
+        assert result.error is None, result.error
+        return result
+
+    probes: dict[str, Callable[[int], Awaitable[object]]] = {
+        "request, 0 tools": lambda i: request(i, frozenset()),
+        "request, 8 tools": lambda i: request(i, ALL_TOOLS),
+        "stream, 8 tools": stream,
+        "turn, quiet": lambda i: turn(i, live=False),
+        "turn, live": lambda i: turn(i, live=True),
+        "tool turn, live": lambda i: turn(i, live=True, text=TOOL_TASK),
+    }
+    results: dict[str, float] = {}
+    try:
+        for name, call in probes.items():
+            if only and not any(word in name for word in only):
+                continue
+            results[name] = await per_call_ms(requests, call)
+            if profile is not None:
+                profiler = cProfile.Profile()
+                profiler.enable()
+                await per_call_ms(requests, call)
+                profiler.disable()
+                profiler.dump_stats(profile.with_name(f"{profile.stem}-{_slug(name)}.prof"))
+    finally:
+        workspace.cleanup()
+        await catalog.aclose()
     return results
 
 
-async def main(requests: int, profile: Path | None) -> None:
+def _slug(name: str) -> str:
+    return "-".join(name.replace(",", "").split())
+
+
+async def main(requests: int, only: list[str], profile: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="kennel-bench-") as tmp:
         fake, port = start_fake(0.0, Path(tmp) / "fake.log")
         try:
-            results = await measure(f"http://{HOST}:{port}/v1", requests, profile)
+            results = await measure(f"http://{HOST}:{port}/v1", requests, only, profile)
         finally:
             fake.stop()
     print(f"Agent-layer CPU per call ({requests} calls each, Python {sys.version.split()[0]})")
@@ -194,6 +205,9 @@ async def main(requests: int, profile: Path | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--profile", type=Path, help="write a cProfile of one batch here")
+    parser.add_argument("--only", nargs="*", default=[], help="probes whose name holds a word")
+    parser.add_argument(
+        "--profile", type=Path, help="write a cProfile of each probe: PROFILE-<probe>.prof"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.profile))
+    asyncio.run(main(args.requests, args.only, args.profile))
