@@ -12,7 +12,10 @@ after a warm-up one:
 * ``request, N tools``: one ``pydantic_ai.direct.model_request`` on the model `ModelCatalog`
   builds for ``openai-chat:fake-model``, with the parameters the turn loop sends (instructions
   and the definitions of the N tools the `ToolCatalog` offers): the model client's share.
-* ``stream, 8 tools``: the same through ``model_request_stream``, read to its end.
+* ``request, history``: the same after ten earlier turns of the task (40 messages: a question,
+  a `read_file` call, its result of about 1 kB and an answer each).
+* ``stream, 8 tools``: the same as ``request, 8 tools`` through ``model_request_stream``, read
+  to its end.
 * ``turn, quiet`` and ``turn, live``: a whole `TurnLoop` as the runtime builds it, all 8 tools
   offered, answered with text in one request (chunks written, no storage).
 * ``tool turn, live``: a turn whose first request calls `list_files` on an empty workspace,
@@ -40,7 +43,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pydantic_ai import direct
-from pydantic_ai.messages import InstructionPart, ModelRequest, UserPromptPart
+from pydantic_ai.messages import (
+    InstructionPart,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models import ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
 from tasks import HOST, TOOL_TASK, start_fake
@@ -55,6 +66,7 @@ from kennel.models import BUDGET_CAPS, Budget
 
 MODEL = "openai-chat:fake-model"
 BATCHES = 5
+HISTORY_TURNS = 10
 INSTRUCTIONS = "You are a careful research assistant. Answer briefly."
 ALL_TOOLS = frozenset(
     {
@@ -117,10 +129,15 @@ async def measure(
     def messages(i: int) -> list[Any]:
         return [ModelRequest([UserPromptPart(f"task {i}")], instructions=INSTRUCTIONS)]
 
-    async def request(i: int, offered: frozenset[str]) -> object:
+    history = _history(HISTORY_TURNS)
+
+    def with_history(i: int) -> list[Any]:
+        return [*history, *messages(i)]
+
+    async def request(i: int, offered: frozenset[str], *, long: bool = False) -> object:
         return await direct.model_request(
             model,
-            messages(i),
+            with_history(i) if long else messages(i),
             model_settings=model_settings,
             model_request_parameters=parameters(offered),
             instrument=False,
@@ -162,6 +179,7 @@ async def measure(
     probes: dict[str, Callable[[int], Awaitable[object]]] = {
         "request, 0 tools": lambda i: request(i, frozenset()),
         "request, 8 tools": lambda i: request(i, ALL_TOOLS),
+        "request, history": lambda i: request(i, ALL_TOOLS, long=True),
         "stream, 8 tools": stream,
         "turn, quiet": lambda i: turn(i, live=False),
         "turn, live": lambda i: turn(i, live=True),
@@ -183,6 +201,23 @@ async def measure(
         workspace.cleanup()
         await catalog.aclose()
     return results
+
+
+def _history(turns: int) -> list[Any]:
+    """Earlier turns of a task: each a question, a `read_file` call, its result and an answer."""
+    words = "the quick brown fox jumps over the lazy dog while kennel keeps its workers busy "
+    history: list[Any] = []
+    for turn in range(turns):
+        call = ToolCallPart("read_file", {"path": f"notes/{turn}.md"}, tool_call_id=f"call_{turn}")
+        history += [
+            ModelRequest(
+                [UserPromptPart(f"question {turn}: {words * 3}")], instructions=INSTRUCTIONS
+            ),
+            ModelResponse([TextPart("Let me look."), call]),
+            ModelRequest([ToolReturnPart("read_file", words * 12, tool_call_id=f"call_{turn}")]),
+            ModelResponse([TextPart(f"answer {turn}: {words * 6}")]),
+        ]
+    return history
 
 
 def _slug(name: str) -> str:
