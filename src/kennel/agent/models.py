@@ -12,6 +12,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from kennel.agent.openaisdk import send_bodies_as_they_are
 from kennel.agent.providers import (
     COMMON_PROVIDERS,
     EXAMPLE_MODEL,
@@ -19,6 +20,7 @@ from kennel.agent.providers import (
     safe_url,
     split_name,
 )
+from kennel.agent.toolschemas import reuse_adapted_schemas
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, ModelNotConfiguredError
 
@@ -124,11 +126,11 @@ class ModelCatalog:
             raise ModelNotConfiguredError(f"{source}={name!r} cannot be used: {error}") from None
 
     def _make(self, name: str) -> Model:
-        provider, model = split_name(name)
-        if provider and not model:
+        provider, model_id = split_name(name)
+        if provider and not model_id:
             raise _UnknownNameError(f"no model is named after '{provider}:'")
         try:
-            return infer_model(name, provider_factory=self._provider)
+            model = infer_model(name, provider_factory=self._provider)
         except ImportError:
             raise _UnknownNameError(
                 f"the library of the {provider!r} provider is not installed here"
@@ -140,13 +142,17 @@ class ModelCatalog:
             raise _MissingSettingError(reason) from None
         except ValueError as error:  # "Unknown provider: x"
             raise _UnknownNameError(str(error)) from None
+        reuse_adapted_schemas(model)
+        return model
 
     def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in OPENAI_PROVIDERS:
             settings = self._settings
-            return OpenAIProvider(
+            provider = OpenAIProvider(
                 base_url=settings.openai_base_url, api_key=settings.openai_api_key
             )
+            send_bodies_as_they_are(provider.client)
+            return provider
         return infer_provider(provider_name)
 
 

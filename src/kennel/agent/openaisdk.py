@@ -1,0 +1,84 @@
+"""Model requests through the OpenAI SDK without its per-request walk of the body's types.
+
+`chat.completions.create` and `responses.create` pass their body through the SDK's
+`async_maybe_transform`, which walks every message and tool definition against the TypedDicts
+of the endpoint's parameters (about 1 ms of CPU for a short chat with Kennel's eight tools, a
+third of a request). For these two endpoints the walk changes nothing in a body made of plain
+JSON values: no field of their parameters is renamed (`PropertyInfo(alias=...)`) or formatted
+(`PropertyInfo(format=...)`), which `tests/test_openai_sdk.py` checks on every SDK version,
+and plain values need no other conversion. So the plain JSON arguments pydantic-ai passes are
+handed to the SDK as `extra_body`, which it sends as they are, merged under the caller's own
+`extra_body` (which wins on a shared key, as it does over the body). Anything else (an
+iterator, a pydantic model, a value the SDK omits) still goes through the SDK's walk.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from openai import AsyncOpenAI, omit
+from openai.resources.chat import AsyncChat
+from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.responses import AsyncResponses
+
+_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+"""The arguments of a `create` that are request options, not fields of the body."""
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def send_bodies_as_they_are(client: AsyncOpenAI) -> None:
+    """Have `client`'s chat completions and responses send plain JSON bodies untransformed.
+
+    Copies made with `with_options()` go back to the SDK's own resources.
+    """
+    for name, resource in (("chat", _Chat), ("responses", _Responses)):
+        if isinstance(inspect.getattr_static(type(client), name, None), functools.cached_property):
+            # A cached_property keeps its value in the instance: this is the client's resource.
+            vars(client)[name] = resource(client)
+
+
+def as_they_are(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a `create` with their plain JSON body fields moved to `extra_body`."""
+    extra = arguments.get("extra_body")
+    if extra is not None and not isinstance(extra, Mapping):
+        return arguments
+    moved = {
+        name: value
+        for name, value in arguments.items()
+        if name not in _OPTIONS and isinstance(value, dict | list) and _is_plain(value)
+    }
+    if not moved:
+        return arguments
+    kept: dict[str, Any] = {
+        name: omit if name in moved else value for name, value in arguments.items()
+    }
+    kept["extra_body"] = {**moved, **(extra or {})}
+    return kept
+
+
+def _is_plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return all(type(key) is str and _is_plain(item) for key, item in value.items())
+    if kind is list:
+        return all(_is_plain(item) for item in value)
+    return kind in _SCALARS
+
+
+class _Completions(AsyncCompletions):
+    async def create(self, **arguments: Any) -> Any:
+        return await super().create(**as_they_are(arguments))
+
+
+class _Chat(AsyncChat):
+    @functools.cached_property
+    def completions(self) -> AsyncCompletions:
+        return _Completions(self._client)
+
+
+class _Responses(AsyncResponses):
+    async def create(self, **arguments: Any) -> Any:
+        return await super().create(**as_they_are(arguments))
