@@ -114,7 +114,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         usage=services.usage,
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
-    runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
+    runner = Runner(store, turns, clock, settings, sole_runner=store.database.dialect.sole_process)
     wakeups = store.database.wakeups
     scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
     wire = services.wire

@@ -265,7 +265,7 @@ class TurnService:
     def _watcher_of(self, task_key: int) -> Callable[[], bool]:
         """Whether anyone may be following the task live: its local readers subscribe to its
         topic; readers in other processes (PostgreSQL) can't be seen, so assume there are."""
-        if not self._store.is_sqlite:
+        if not self._store.database.dialect.sole_process:
             return lambda: True
         wakeups, topic = self._store.database.wakeups, task_topic(task_key)
         return lambda: wakeups.has_subscribers(topic)

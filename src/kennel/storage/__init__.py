@@ -36,10 +36,6 @@ class Store:
         self.organizations = OrganizationStore(database)
         self.usage = UsageStore(database)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database.is_sqlite
-
     async def migrate(self) -> bool:
         """Bring the schema up to date; True when the database was new (had no schema)."""
         return await migrate(self.database)

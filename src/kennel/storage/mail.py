@@ -170,8 +170,7 @@ class MailStore:
                 .order_by(o.next_attempt_at, o.id)
                 .limit(limit)
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=email_outbox, skip_locked=True)
+            query = self._db.dialect.claiming(query, of=email_outbox)
             rows = conn.execute(query).all()
             for row in rows:
                 conn.execute(

@@ -47,9 +47,7 @@ async def migrate(database: Database, revision: str = "head") -> bool:
     from alembic import command
 
     def work(conn: sa.Connection) -> None:
-        if not database.is_sqlite:
-            # Several processes may start together on one PostgreSQL: one migrates, the others wait.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7349021)"))
+        database.dialect.serialize_migrations(conn)
         command.upgrade(alembic_config(conn), revision)
 
     await database.write(work)

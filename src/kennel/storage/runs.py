@@ -96,8 +96,7 @@ class RunStore:
             .order_by(jobs.c.id)
             .limit(limit)
         )
-        if not self._db.is_sqlite:
-            query = query.with_for_update(of=jobs, skip_locked=True)
+        query = self._db.dialect.claiming(query, of=jobs)
 
         def work(conn: sa.Connection) -> list[TurnJob]:
             rows = conn.execute(query).all()

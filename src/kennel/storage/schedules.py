@@ -119,8 +119,7 @@ class ScheduleStore:
                 .order_by(schedules.c.next_run_at, schedules.c.id)
                 .limit(limit)
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=schedules, skip_locked=True)
+            query = self._db.dialect.claiming(query, of=schedules)
             fired = []
             for row in conn.execute(query).all():
                 schedule = schedule_from_row(row)
@@ -154,8 +153,7 @@ class ScheduleStore:
                     _active(),
                 )
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=schedules)
+            query = self._db.dialect.locking(query, of=schedules)
             row = conn.execute(query).first()
             if row is None:
                 return None

@@ -26,7 +26,7 @@ from kennel.models import (
     Worker,
     WorkspaceFile,
 )
-from kennel.storage.database import Database
+from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
@@ -202,7 +202,7 @@ def submit_turn(
 ) -> tuple[Task, Turn, int]:
     """Store a turn and its queued job inside `conn`'s transaction (see `TaskStore.submit`)."""
     # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
-    task = _find_task(conn, submission.organization_id, submission.task_id, lock=not db.is_sqlite)
+    task = _find_task(conn, submission.organization_id, submission.task_id, dialect=db.dialect)
     if task is None:
         if submission.create_worker:
             insert_worker(conn, submission.worker)
@@ -279,13 +279,13 @@ def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
 
 
 def _find_task(
-    conn: sa.Connection, organization_id: str, task_id: str, *, lock: bool = False
+    conn: sa.Connection, organization_id: str, task_id: str, *, dialect: Dialect | None = None
 ) -> Task | None:
     query = sa.select(tasks).where(
         tasks.c.organization_id == organization_id, tasks.c.id == task_id
     )
-    if lock:
-        query = query.with_for_update()
+    if dialect is not None:
+        query = dialect.locking(query)
     row = conn.execute(query).first()
     return None if row is None else task_from_row(row)
 

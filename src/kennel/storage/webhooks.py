@@ -130,8 +130,7 @@ class WebhookStore:
                 .order_by(d.next_attempt_at, d.id)
                 .limit(limit)
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
+            query = self._db.dialect.claiming(query, of=webhook_deliveries)
             claimed = []
             for row in conn.execute(query).all():
                 if row.url is None:
