@@ -45,7 +45,7 @@ class WebhookService:
         `None` clears the URL and the token, like `clear`."""
         worker = await self._workers.owned(principal, worker_id)
         if url is None:
-            await self._store.webhooks.clear(worker.id)
+            await self._store.webhooks.clear(worker.id, self._clock.now())
             return None
         self._check_url(url)
         return await self._store.webhooks.set_url(worker.id, url, new_token(), self._clock.now())
@@ -53,7 +53,7 @@ class WebhookService:
     async def clear(self, principal: Principal, worker_id: str) -> None:
         """Forget URL and token; clearing a worker without a webhook is not an error."""
         worker = await self._workers.owned(principal, worker_id)
-        await self._store.webhooks.clear(worker.id)
+        await self._store.webhooks.clear(worker.id, self._clock.now())
 
     async def regenerate_token(self, principal: Principal, worker_id: str) -> Webhook:
         """A new token for the configured URL; the old token stops working at once."""

@@ -160,10 +160,11 @@ class Database:
 def _with_topics(
     conn: sa.Connection, work: Callable[[sa.Connection], T]
 ) -> tuple[T, set[str] | None]:
-    try:
-        return work(conn), conn.info.get(_TOPICS)
-    finally:
-        conn.info.pop(_TOPICS, None)
+    # Set up front rather than cleaned up after: a transaction cut short (cancelled on
+    # PostgreSQL) leaves a connection whose `info` can't be read until it is rolled back.
+    conn.info[_TOPICS] = set()
+    result = work(conn)
+    return result, conn.info.pop(_TOPICS)
 
 
 def _ensure_sqlite_folder(url: str) -> None:

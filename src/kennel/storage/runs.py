@@ -1,21 +1,24 @@
-"""The runner's side of turns: claim jobs under a lease, append events, finish or fail.
+"""A turn's run: its context, its events and steps, how it ends or is cancelled.
 
-Every write of a run is fenced by its lease token: once a lease is lost (expired and taken
-over, or the turn cancelled), the old run's writes raise `LeaseLostError` and change nothing.
+Every write of a run is fenced by its job's lease token (see `jobs.fence`): once the lease is
+lost (expired and taken over, or the turn cancelled), the old run's writes raise
+`LeaseLostError` and change nothing.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from kennel.errors import LeaseLostError, NotFoundError
+from kennel.errors import NotFoundError
 from kennel.models import (
     CANCELLED,
+    TURN_JOB,
+    DeliveryAttempts,
+    Job,
     TaskStatus,
     TurnContext,
     TurnJob,
@@ -24,6 +27,17 @@ from kennel.models import (
 )
 from kennel.storage.database import Database
 from kennel.storage.files import forget_files, record_task_files
+from kennel.storage.jobs import CANCELLED as JOB_CANCELLED
+from kennel.storage.jobs import (
+    DONE,
+    FAILED,
+    NO_LEASE,
+    QUEUED,
+    RUNNING,
+    cancel_queued,
+    fence,
+    settle,
+)
 from kennel.storage.mail import queue_reply
 from kennel.storage.sources import record_task_sources
 from kennel.storage.tables import (
@@ -36,9 +50,8 @@ from kennel.storage.tables import (
     turns,
     workers,
 )
-from kennel.storage.tasks import TURN_JOB, task_from_row, turn_from_row
+from kennel.storage.tasks import task_from_row, turn_from_row
 from kennel.storage.wakeups import (
-    DELIVERIES_TOPIC,
     JOBS_TOPIC,
     cancel_topic,
     task_topic,
@@ -48,136 +61,16 @@ from kennel.storage.webhooks import queue_delivery
 from kennel.storage.workers import worker_from_row
 
 
-@dataclass(frozen=True, slots=True)
-class ExpiredJob:
-    """A running job whose runner is gone, with what recovery decides on."""
-
-    job_id: int
-    kind: str
-    ref: str
-    attempts: int
-    max_attempts: int
-    lease_token: str | None = None
-    """The lost claim's token: settling fences on it, so a job claimed again is left alone."""
-    strikes: int = 0
-    interruptions: int = 0
-    progressed: bool = False
-    """The lost attempt finished a step: the turn was moving."""
-    others_finished: bool = False
-    """Other jobs finished while the lost attempt ran: the process was not stuck as a whole."""
-
-
 class RunStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, attempts: DeliveryAttempts) -> None:
         self._db = database
+        self._attempts = attempts
 
-    async def claim_turns(
-        self, owner: str, limit: int, now: datetime, lease: timedelta
-    ) -> list[TurnJob]:
-        """Lease up to `limit` due turn jobs, oldest first, at most one per task at a time."""
-        earlier = jobs.alias("earlier")
-        blocked = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.lock_key == jobs.c.lock_key,
-                earlier.c.id < jobs.c.id,
-                earlier.c.status.in_(("queued", "running")),
-            )
-            .exists()
-        )
-        query = (
-            sa.select(jobs.c.id, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
-            .where(
-                jobs.c.kind == TURN_JOB,
-                jobs.c.status == "queued",
-                jobs.c.run_after <= now,
-                ~blocked,
-            )
-            .order_by(jobs.c.id)
-            .limit(limit)
-        )
-        query = self._db.dialect.claiming(query, of=jobs)
-
-        def work(conn: sa.Connection) -> list[TurnJob]:
-            rows = conn.execute(query).all()
-            if not rows:
-                return []
-            claimed = [
-                TurnJob(
-                    job_id=row.id,
-                    turn_id=row.ref,
-                    task_key=0,
-                    lease_token=secrets.token_hex(16),
-                    attempts=row.attempts + 1,
-                    max_attempts=row.max_attempts,
-                )
-                for row in rows
-            ]
-            for job in claimed:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job.job_id)
-                    .values(
-                        status="running",
-                        attempts=job.attempts,
-                        lease_owner=owner,
-                        lease_token=job.lease_token,
-                        lease_expires_at=now + lease,
-                        claimed_at=now,
-                    )
-                )
-            turn_ids = [job.turn_id for job in claimed]
-            conn.execute(
-                turns.update()
-                .where(turns.c.id.in_(turn_ids))
-                .values(
-                    status=TaskStatus.RUNNING.value,
-                    started_at=sa.func.coalesce(
-                        turns.c.started_at, sa.bindparam(None, now, type_=EpochMillis())
-                    ),
-                    attempts=turns.c.attempts + 1,
-                )
-            )
-            task_keys = {
-                row.id: row.task_key
-                for row in conn.execute(
-                    sa.select(turns.c.id, turns.c.task_key).where(turns.c.id.in_(turn_ids))
-                )
-            }
-            conn.execute(
-                tasks.update()
-                .where(tasks.c.key.in_(set(task_keys.values())))
-                .values(status=TaskStatus.RUNNING.value)
-            )
-            return [
-                TurnJob(
-                    job.job_id,
-                    job.turn_id,
-                    int(task_keys[job.turn_id]),
-                    job.lease_token,
-                    job.attempts,
-                    job.max_attempts,
-                )
-                for job in claimed
-            ]
-
-        return await self._db.write(work)
-
-    async def extend_leases(self, owner: str, now: datetime, lease: timedelta) -> None:
-        def work(conn: sa.Connection) -> None:
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(lease_expires_at=now + lease)
-            )
-
-        return await self._db.write(work)
-
-    async def load_context(self, job: TurnJob) -> TurnContext:
-        """The worker, task, turn and earlier completed turns' model messages of a claimed job."""
+    async def load_context(self, turn_id: str) -> TurnContext:
+        """The worker, task, turn and earlier completed turns' model messages of a claimed turn."""
 
         def work(conn: sa.Connection) -> TurnContext:
-            turn_row = (conn.execute(sa.select(turns).where(turns.c.id == job.turn_id))).one()
+            turn_row = (conn.execute(sa.select(turns).where(turns.c.id == turn_id))).one()
             task_row = (
                 conn.execute(sa.select(tasks).where(tasks.c.key == turn_row.task_key))
             ).one()
@@ -204,7 +97,7 @@ class RunStore:
                     TurnStep(row.step, bytes(row.messages), row.state)
                     for row in conn.execute(
                         sa.select(turn_steps.c.step, turn_steps.c.messages, turn_steps.c.state)
-                        .where(turn_steps.c.turn_id == job.turn_id)
+                        .where(turn_steps.c.turn_id == turn_id)
                         .order_by(turn_steps.c.step)
                     )
                 ]
@@ -213,7 +106,7 @@ class RunStore:
                         sa.select(task_events.c.body)
                         .where(
                             task_events.c.task_key == turn_row.task_key,
-                            task_events.c.turn_id == job.turn_id,
+                            task_events.c.turn_id == turn_id,
                         )
                         .order_by(task_events.c.seq)
                     ).scalars()
@@ -235,7 +128,7 @@ class RunStore:
         """Append chunks to the task's log (and extend the lease); returns the last sequence."""
 
         def work(conn: sa.Connection) -> int:
-            _fence(conn, job, lease_expires_at=now + lease)
+            fence(conn, job.job, lease_expires_at=now + lease)
             self._db.publish(conn, task_topic(job.task_key))
             return _append(conn, job.task_key, job.turn_id, bodies)
 
@@ -247,7 +140,7 @@ class RunStore:
         """Keep a finished step and the chunks told so far, and mark the job as moving."""
 
         def work(conn: sa.Connection) -> None:
-            _fence(conn, job, lease_expires_at=now + lease, progressed_at=now)
+            fence(conn, job.job, lease_expires_at=now + lease, progressed_at=now)
             conn.execute(
                 turn_steps.insert().values(
                     turn_id=job.turn_id,
@@ -275,137 +168,30 @@ class RunStore:
         """Record the outcome, close the job, bill the organization, in one transaction."""
 
         def work(conn: sa.Connection) -> None:
-            _fence(conn, job, status="done", finished_at=now)
+            fence(conn, job.job, status=DONE, finished_at=now, **NO_LEASE)
             _append(conn, job.task_key, job.turn_id, final_bodies)
-            if _record_outcome(conn, job.turn_id, job.task_key, outcome, now, title=title):
-                self._db.publish(conn, DELIVERIES_TOPIC)
+            _record_outcome(
+                conn, self._attempts, job.turn_id, job.task_key, outcome, now, title=title
+            )
             self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id))
 
         return await self._db.write(work)
 
-    async def release(self, owner: str) -> int:
-        """Hand back this runner's jobs on a clean shutdown, without spending an attempt."""
-
-        def work(conn: sa.Connection) -> int:
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.lease_owner == owner, jobs.c.status == "running")
-                .values(status="queued", attempts=jobs.c.attempts - 1, **_NO_LEASE)
-                .returning(jobs.c.ref)
-            )
-            refs = [ref for (ref,) in result]
-            if refs:
-                conn.execute(
-                    turns.update()
-                    .where(turns.c.id.in_(refs))
-                    .values(status=TaskStatus.PENDING.value, attempts=turns.c.attempts - 1)
-                )
-                self._db.publish(conn, JOBS_TOPIC)
-            return len(refs)
-
-        return await self._db.write(work)
-
-    async def expired_jobs(self, now: datetime, *, every_running: bool = False) -> list[ExpiredJob]:
-        """Running jobs past their lease (or every running job, when no runner can be alive)."""
-        condition = jobs.c.status == "running"
-        if not every_running:
-            condition = sa.and_(condition, jobs.c.lease_expires_at < now)
-
-        other = jobs.alias("other")
-        others_finished = (
-            sa.select(other.c.id)
-            .where(
-                other.c.status == "done",
-                other.c.id != jobs.c.id,
-                other.c.finished_at >= jobs.c.claimed_at,
-            )
-            .exists()
-        )
-        progressed = sa.and_(
-            jobs.c.progressed_at.is_not(None), jobs.c.progressed_at >= jobs.c.claimed_at
-        )
-
-        def work(conn: sa.Connection) -> list[ExpiredJob]:
-            rows = conn.execute(
-                sa.select(
-                    jobs.c.id,
-                    jobs.c.kind,
-                    jobs.c.ref,
-                    jobs.c.attempts,
-                    jobs.c.max_attempts,
-                    jobs.c.lease_token,
-                    jobs.c.strikes,
-                    jobs.c.interruptions,
-                    sa.case((progressed, True), else_=False).label("progressed"),
-                    sa.case((others_finished, True), else_=False).label("others_finished"),
-                )
-                .where(condition)
-                .order_by(jobs.c.id)
-            )
-            return [
-                ExpiredJob(
-                    job_id=row.id,
-                    kind=row.kind,
-                    ref=row.ref,
-                    attempts=row.attempts,
-                    max_attempts=row.max_attempts,
-                    lease_token=row.lease_token,
-                    strikes=row.strikes,
-                    interruptions=row.interruptions,
-                    progressed=bool(row.progressed),
-                    others_finished=bool(row.others_finished),
-                )
-                for row in rows
-            ]
-
-        return await self._db.read(work)
-
-    async def requeue(
-        self, expired: ExpiredJob, now: datetime, reason: str, *, strikes: int, interruptions: int
-    ) -> bool:
-        """Put an interrupted job back in the queue without spending its attempt (an
-        interruption is not the turn's own failure); False if someone else already handled it."""
-
-        def work(conn: sa.Connection) -> bool:
-            settled = _settle(
-                conn,
-                expired,
-                status="queued",
-                run_after=now,
-                last_error=reason,
-                attempts=jobs.c.attempts - 1,
-                strikes=strikes,
-                interruptions=interruptions,
-            )
-            if not settled:
-                return False
-            self._db.publish(conn, JOBS_TOPIC)
-            if expired.kind == TURN_JOB:
-                conn.execute(
-                    turns.update()
-                    .where(turns.c.id == expired.ref)
-                    .values(status=TaskStatus.PENDING.value, attempts=turns.c.attempts - 1)
-                )
-            return True
-
-        return await self._db.write(work)
-
     async def fail_turn(
-        self, expired: ExpiredJob, outcome: TurnOutcome, final_bodies: Sequence[str], now: datetime
+        self, job: Job, outcome: TurnOutcome, final_bodies: Sequence[str], now: datetime
     ) -> bool:
-        """Give up on an interrupted turn job for good, recording why; False if already handled."""
+        """Give up on a turn job for good, recording why; False if its claim was lost."""
 
         def work(conn: sa.Connection) -> bool:
             reason = outcome.error.message if outcome.error else None
-            if not _settle(conn, expired, status="failed", finished_at=now, last_error=reason):
+            if not settle(conn, job, FAILED, now, reason):
                 return False
             task_key = conn.execute(
-                sa.select(turns.c.task_key).where(turns.c.id == expired.ref)
+                sa.select(turns.c.task_key).where(turns.c.id == job.ref)
             ).scalar_one()
-            _append(conn, task_key, expired.ref, final_bodies)
-            if _record_outcome(conn, expired.ref, task_key, outcome, now):
-                self._db.publish(conn, DELIVERIES_TOPIC)
-            self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(expired.ref))
+            _append(conn, task_key, job.ref, final_bodies)
+            _record_outcome(conn, self._attempts, job.ref, task_key, outcome, now)
+            self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(job.ref))
             return True
 
         return await self._db.write(work)
@@ -423,20 +209,15 @@ class RunStore:
                 .where(turns.c.task_key == task_key, turns.c.status.in_(_UNFINISHED))
                 .order_by(turns.c.seq)
             ).all()
-            running = [row.id for row in rows if row.status == "running"]
-            queued = [row for row in rows if row.status == "queued"]
+            running = [row.id for row in rows if row.status == RUNNING]
+            queued = [row for row in rows if row.status == QUEUED]
             if running:  # the mark its run finds if it reads the turn after this (see TurnService)
                 conn.execute(
                     turns.update()
                     .where(turns.c.id.in_(running))
                     .values(incomplete_reason=CANCELLED)
                 )
-            for row in queued:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == row.job_id, jobs.c.status == "queued")
-                    .values(status="cancelled", finished_at=now)
-                )
+            cancel_queued(conn, TURN_JOB, [row.id for row in queued], now)
             if running:  # the running turn's end will end the task (and notify its webhook)
                 conn.execute(
                     turns.update()
@@ -449,9 +230,8 @@ class RunStore:
                 )
             else:
                 outcome = TurnOutcome(status=TaskStatus.ABORTED, incomplete_reason=CANCELLED)
-                delivery = [_record_outcome(conn, row.id, task_key, outcome, now) for row in queued]
-                if any(delivery):
-                    self._db.publish(conn, DELIVERIES_TOPIC)
+                for row in queued:
+                    _record_outcome(conn, self._attempts, row.id, task_key, outcome, now)
             topics = [cancel_topic(turn_id) for turn_id in running]
             topics += [turn_topic(row.id) for row in queued]
             self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), *topics)
@@ -470,20 +250,18 @@ class RunStore:
             row = conn.execute(
                 sa.select(jobs.c.id.label("job_id"), turns.c.task_key)
                 .join(turns, turns.c.id == jobs.c.ref)
-                .where(jobs.c.kind == TURN_JOB, jobs.c.ref == turn_id, jobs.c.status == "running")
+                .where(jobs.c.kind == TURN_JOB, jobs.c.ref == turn_id, jobs.c.status == RUNNING)
             ).first()
             if row is None:
                 return False
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == row.job_id)
-                .values(status="cancelled", finished_at=now, **_NO_LEASE)
+                .values(status=JOB_CANCELLED, finished_at=now, **NO_LEASE)
             )
             _append(conn, row.task_key, turn_id, final_bodies)
-            topics = [JOBS_TOPIC, task_topic(row.task_key), turn_topic(turn_id)]
-            if _record_outcome(conn, turn_id, row.task_key, outcome, now):
-                topics.append(DELIVERIES_TOPIC)
-            self._db.publish(conn, *topics)
+            _record_outcome(conn, self._attempts, turn_id, row.task_key, outcome, now)
+            self._db.publish(conn, JOBS_TOPIC, task_topic(row.task_key), turn_topic(turn_id))
             return True
 
         return await self._db.write(work)
@@ -499,36 +277,36 @@ class CancelledTurns:
 
 _UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
 
-_NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 
-
-def _settle(conn: sa.Connection, expired: ExpiredJob, **values: object) -> bool:
-    """Take an expired job out of its dead run's hands; False if another runner already did
-    (the job moved on, or was claimed again since it was found expired)."""
-    result = conn.execute(
-        jobs.update()
-        .where(
-            jobs.c.id == expired.job_id,
-            jobs.c.status == "running",
-            jobs.c.lease_token == expired.lease_token,
+def start_turns(conn: sa.Connection, turn_ids: Sequence[str], now: datetime) -> None:
+    """Turn jobs were claimed: their turns and tasks are running."""
+    conn.execute(
+        turns.update()
+        .where(turns.c.id.in_(turn_ids))
+        .values(
+            status=TaskStatus.RUNNING.value,
+            started_at=sa.func.coalesce(
+                turns.c.started_at, sa.bindparam(None, now, type_=EpochMillis())
+            ),
+            attempts=turns.c.attempts + 1,
         )
-        .values(**values, **_NO_LEASE)
     )
-    return bool(result.rowcount)
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(turn_ids))))
+        .values(status=TaskStatus.RUNNING.value)
+    )
 
 
-def _fence(conn: sa.Connection, job: TurnJob, **values: object) -> None:
-    result = conn.execute(
-        jobs.update()
-        .where(
-            jobs.c.id == job.job_id,
-            jobs.c.lease_token == job.lease_token,
-            jobs.c.status == "running",
-        )
-        .values(**values)
+def return_turns(conn: sa.Connection, turn_ids: Sequence[str], spent: bool) -> None:
+    """Turn jobs went back to the queue: their turns wait again; an attempt that was not the
+    turn's own failure (an interruption, a clean shutdown) is not counted."""
+    attempts = turns.c.attempts if spent else turns.c.attempts - 1
+    conn.execute(
+        turns.update()
+        .where(turns.c.id.in_(turn_ids))
+        .values(status=TaskStatus.PENDING.value, attempts=attempts)
     )
-    if result.rowcount == 0:
-        raise LeaseLostError(f"turn {job.turn_id}: this run no longer holds its job")
 
 
 def _append(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
@@ -562,15 +340,17 @@ def _append(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[s
 
 def _record_outcome(
     conn: sa.Connection,
+    attempts: DeliveryAttempts,
     turn_id: str,
     task_key: int,
     outcome: TurnOutcome,
     now: datetime,
     *,
     title: str | None = None,
-) -> bool:
-    """Record how a turn ended, on the turn and its task; bill it. True when a webhook delivery
-    (the task ended with it) or an e-mail reply was queued (the caller wakes the deliverers)."""
+) -> None:
+    """Record how a turn ended, on the turn and its task; bill it; queue its webhook delivery
+    (when the task ended with it) and its e-mail reply (when a mail asked for it). The caller
+    publishes `JOBS_TOPIC`."""
     usage = outcome.usage
     seq = (
         conn.execute(
@@ -631,9 +411,9 @@ def _record_outcome(
             )
             .values(credit_balance=organizations.c.credit_balance - usage.credits)
         )
-    replied = queue_reply(conn, turn_id, [file.path for file in outcome.files], now)
-    delivered = not later_pending and queue_delivery(conn, task_key, turn_id, outcome.status, now)
-    return delivered or replied
+    queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
+    if not later_pending:
+        queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
 
 
 def _record_work(

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kennel.models import (
+    TURN_JOB,
     AttachedFile,
     Budget,
     Source,
@@ -28,13 +29,12 @@ from kennel.models import (
 )
 from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
+from kennel.storage.jobs import enqueue
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
-from kennel.storage.tables import jobs, organizations, tasks, turns, workers
+from kennel.storage.tables import organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import find_worker, insert_worker
-
-TURN_JOB = "turn"
 
 # Every turn column but the stored model messages, which only the runner needs.
 _TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"]
@@ -253,16 +253,13 @@ def submit_turn(
         .values(turn_count=tasks.c.turn_count + 1, status=status.value, completed_at=None)
         .returning(tasks.c.event_seq)
     ).scalar_one()
-    conn.execute(
-        jobs.insert().values(
-            kind=TURN_JOB,
-            ref=turn.id,
-            lock_key=f"task:{task.key}",
-            status="queued",
-            run_after=now,
-            max_attempts=submission.max_attempts,
-            created_at=now,
-        )
+    enqueue(
+        conn,
+        TURN_JOB,
+        turn.id,
+        now,
+        max_attempts=submission.max_attempts,
+        lock_key=f"task:{task.key}",
     )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
     if submission.email is not None:
