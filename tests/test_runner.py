@@ -1,4 +1,5 @@
-"""The runner hands unfinished turns back on a clean stop; the next start finishes them."""
+"""The runner hands unfinished turns back on a clean stop (the next start finishes them), and
+retries a turn whose run raised with backoff until its attempts are spent."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from conftest import FakeClock
 from fakellm import FakeLLM, Sleep, Text
 from kennel.config import Settings
-from kennel.models import TaskStatus
+from kennel.models import TURN_JOB, Job, TaskStatus, Turn, TurnError
+from kennel.services.tasks import TaskRequest
 from kennel.storage import Database, Store
-from kennelapp import kennel_api, settings_for
+from kennelapp import Api, kennel_api, new_worker, settings_for
 
 
 async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
@@ -59,3 +64,50 @@ async def _stored_task(settings: Settings, organization: str) -> tuple[TaskStatu
         return turn.status, turn.attempts
     finally:
         await store.close()
+
+
+async def test_a_turn_whose_run_raises_is_retried_with_backoff_then_ends_in_error(
+    tmp_path: Path,
+    llm: FakeLLM,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    settings = settings_for(tmp_path, llm, job_max_attempts=2, database_url=database_url)
+    async with kennel_api(settings, clock) as api:
+        attempts: list[int] = []
+
+        async def broken(job: Job) -> None:
+            attempts.append(job.attempts)
+            raise RuntimeError("the disk is on fire")
+
+        monkeypatch.setattr(api.kennel.turns, "run", broken)
+        worker_id = await new_worker(api.client)
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        request = TaskRequest(input="hello", worker_id=worker_id, task_id="tsk_broken")
+        submitted = await api.kennel.services.tasks.submit(principal, request)
+        await _until(lambda: attempts == [1])
+        turn = await _turn_when(api, submitted.turn.id, TaskStatus.PENDING)
+        assert turn.error is None  # waiting for its next attempt, not failed
+
+        assert await api.kennel.runner.work_due(TURN_JOB) == 0  # backing off
+        clock.advance(5 * 1.2)  # the longest first wait, jitter included
+        assert await api.kennel.runner.work_due(TURN_JOB) == 1
+        assert attempts == [1, 2]
+        turn = await _turn_when(api, submitted.turn.id, TaskStatus.ERROR)
+        assert turn.error == TurnError("internal_error", "the attempt failed: the disk is on fire")
+        task = (await api.client.get("/api/tasks/tsk_broken")).json()
+        assert task["task"]["status"] == "error"
+        stream = await api.client.get(f"/api/workers/{worker_id}", params={"stream": "true"})
+        assert '"errorText":"the attempt failed: the disk is on fire"' in stream.text
+        clock.advance(3600)
+        assert await api.kennel.runner.work_due(TURN_JOB) == 0
+
+
+async def _turn_when(api: Api, turn_id: str, status: TaskStatus) -> Turn:
+    async with asyncio.timeout(10):
+        while True:
+            turn = await api.kennel.store.tasks.get_turn(turn_id)
+            if turn is not None and turn.status is status:
+                return turn
+            await asyncio.sleep(0.01)
