@@ -503,12 +503,23 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class FiringFacts:
+    """What a schedule's firing decides on, read in the firing's transaction."""
+
+    last_task_status: TaskStatus | None
+    """The status of the task its last firing started, if any."""
+    credit_balance: int | None
+    """Its organization's balance (None: unlimited)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleFiring:
-    """What one firing of a schedule does: the turn it submits and when the schedule is due
-    next (None: it never fires again)."""
+    """What one firing of a schedule does: the turn it submits (unless `skip_reason` says why
+    not) and when the schedule is due next (None: it never fires again)."""
 
     submission: Submission
     next_run_at: datetime | None
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from kennel.models import (
     TurnOutcome,
     Worker,
 )
+from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
 from kennel.storage import Store, TaskSnapshot
 from kennel.storage.wakeups import task_topic, turn_topic
@@ -142,8 +143,8 @@ class TaskService:
         context = await self._store.tasks.submission_context(
             principal.organization_id, task_id, request.worker_id
         )
-        if context.credit_balance is not None and context.credit_balance <= 0:
-            raise CreditsExhaustedError("the organization has no credits left")
+        if not has_credits(context.credit_balance):
+            raise CreditsExhaustedError(NO_CREDITS)
         if context.task is None and request.worker_id is None:
             draft = WorkerDraft(instructions=request.input)
             return self._workers.new_worker(principal, draft), True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kennel.config import Settings
 from kennel.models import TURN_JOB, DeliveryAttempts
 from kennel.storage.auth import AuthStore
+from kennel.storage.billing import BillingStore
 from kennel.storage.database import Database
 from kennel.storage.events import EventStore
 from kennel.storage.files import FileStore
@@ -28,6 +29,7 @@ class Store:
         attempts = attempts or DeliveryAttempts()
         self.database = database
         self.auth = AuthStore(database)
+        self.billing = BillingStore(database)
         self.workers = WorkerStore(database)
         self.tasks = TaskStore(database)
         self.jobs = JobStore(database, {TURN_JOB: KindRows(start_turns, return_turns)})

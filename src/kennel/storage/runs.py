@@ -25,6 +25,7 @@ from kennel.models import (
     TurnOutcome,
     TurnStep,
 )
+from kennel.storage.billing import debit
 from kennel.storage.database import Database
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.jobs import CANCELLED as JOB_CANCELLED
@@ -43,7 +44,6 @@ from kennel.storage.sources import record_task_sources
 from kennel.storage.tables import (
     EpochMillis,
     jobs,
-    organizations,
     task_events,
     tasks,
     turn_steps,
@@ -403,14 +403,7 @@ def _record_outcome(
         .returning(tasks.c.organization_id, tasks.c.worker_id)
     ).one()
     _record_work(conn, task_key, turn_id, worker_id, outcome, now)
-    if usage.credits:
-        conn.execute(
-            organizations.update()
-            .where(
-                organizations.c.id == organization_id, organizations.c.credit_balance.is_not(None)
-            )
-            .values(credit_balance=organizations.c.credit_balance - usage.credits)
-        )
+    debit(conn, organization_id, usage.credits)
     queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
     if not later_pending:
         queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
