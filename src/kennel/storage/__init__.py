@@ -14,9 +14,10 @@ from kennel.storage.keys import KeyStore
 from kennel.storage.mail import MailStore
 from kennel.storage.migrate import migrate
 from kennel.storage.organizations import OrganizationStore
-from kennel.storage.runs import RunStore, return_turns, start_turns
+from kennel.storage.runs import RunStore
 from kennel.storage.schedules import ScheduleStore
 from kennel.storage.tasks import TaskSnapshot, TaskStore
+from kennel.storage.turns import return_turns, start_turns
 from kennel.storage.usage import UsageStore
 from kennel.storage.webhooks import WebhookStore
 from kennel.storage.workers import WorkerStore
