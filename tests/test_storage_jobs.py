@@ -19,6 +19,7 @@ from kennel.models import (
     MAIL_JOB,
     TURN_JOB,
     WEBHOOK_JOB,
+    Bounce,
     Budget,
     DeliveryAttempts,
     Job,
@@ -30,7 +31,6 @@ from kennel.models import (
 from kennel.services.jobs import Attempt, Jobs
 from kennel.storage import Store
 from kennel.storage.jobs import fence
-from kennel.storage.mail import Bounce
 from kennel.storage.tables import jobs
 from kennel.storage.webhooks import queue_delivery
 from records import stored_worker

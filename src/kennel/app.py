@@ -45,9 +45,7 @@ from kennel.services.turns import TurnService
 from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
-from kennel.storage import Store
-from kennel.storage.database import ProcessLock
-from kennel.storage.wakeups import SCHEDULES_TOPIC
+from kennel.storage import SCHEDULES_TOPIC, ProcessLock, Store
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +85,6 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     )
     services = Services(
         settings=settings,
-        store=store,
         auth=auth,
         workers=worker_service,
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),

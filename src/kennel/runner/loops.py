@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from kennel.storage.wakeups import Wakeups
+from kennel.storage import Wakeups
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
 from kennel.models import Job
 from kennel.services.jobs import Jobs
-from kennel.storage import Store
-from kennel.storage.wakeups import JOBS_TOPIC, Subscription
+from kennel.storage import JOBS_TOPIC, Store, Subscription
 
 logger = logging.getLogger(__name__)
 

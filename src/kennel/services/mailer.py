@@ -19,11 +19,10 @@ from kennel.clock import Clock
 from kennel.config import Settings, SmtpRelay
 from kennel.errors import InvalidInputError
 from kennel.files.workspace import Workspaces, download_url, media_type_for
-from kennel.models import MAIL_JOB, Job, TaskStatus, Turn, Worker
+from kennel.models import MAIL_JOB, REPLY, Job, OutgoingMail, TaskStatus, Turn, Worker
 from kennel.services.backoff import backoff_seconds
 from kennel.services.jobs import Attempt
 from kennel.storage import Store
-from kennel.storage.mail import REPLY, OutgoingMail
 
 logger = logging.getLogger(__name__)
 

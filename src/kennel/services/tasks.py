@@ -23,6 +23,7 @@ from kennel.models import (
     Principal,
     Submission,
     Task,
+    TaskSnapshot,
     TaskStatus,
     TriggeredBy,
     Turn,
@@ -31,8 +32,7 @@ from kennel.models import (
 )
 from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
-from kennel.storage import Store, TaskSnapshot
-from kennel.storage.wakeups import task_topic, turn_topic
+from kennel.storage import Store, task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
 POLL_SECONDS = 1.0

@@ -42,8 +42,7 @@ from kennel.services.backoff import backoff_seconds
 from kennel.services.billing import add_usage, budget_caps, credits_for
 from kennel.services.jobs import Attempt
 from kennel.services.tasks import is_own_title
-from kennel.storage import Store
-from kennel.storage.wakeups import Subscription, cancel_topic, task_topic
+from kennel.storage import Store, Subscription, cancel_topic, task_topic
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Persistence: one store whose methods are one transaction each, on SQLite or PostgreSQL."""
+"""Persistence: one store whose methods are one transaction each, on SQLite or PostgreSQL.
+
+This package is storage's front: the layers above import from here, never its modules."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from kennel.config import Settings
 from kennel.models import TURN_JOB, DeliveryAttempts
 from kennel.storage.auth import AuthStore
 from kennel.storage.billing import BillingStore
-from kennel.storage.database import Database
+from kennel.storage.database import Database, ProcessLock
 from kennel.storage.events import EventStore
 from kennel.storage.files import FileStore
 from kennel.storage.jobs import JobStore, KindRows
@@ -16,9 +18,18 @@ from kennel.storage.migrate import migrate
 from kennel.storage.organizations import OrganizationStore
 from kennel.storage.runs import RunStore
 from kennel.storage.schedules import ScheduleStore
-from kennel.storage.tasks import TaskSnapshot, TaskStore
+from kennel.storage.tasks import TaskStore
 from kennel.storage.turns import return_turns, start_turns
 from kennel.storage.usage import UsageStore
+from kennel.storage.wakeups import (
+    JOBS_TOPIC,
+    SCHEDULES_TOPIC,
+    Subscription,
+    Wakeups,
+    cancel_topic,
+    task_topic,
+    turn_topic,
+)
 from kennel.storage.webhooks import WebhookStore
 from kennel.storage.workers import WorkerStore
 
@@ -58,4 +69,16 @@ class Store:
         await self.database.close()
 
 
-__all__ = ["Database", "Store", "TaskSnapshot"]
+__all__ = [
+    "JOBS_TOPIC",
+    "SCHEDULES_TOPIC",
+    "Database",
+    "ProcessLock",
+    "Store",
+    "Subscription",
+    "Wakeups",
+    "cancel_topic",
+    "migrate",
+    "task_topic",
+    "turn_topic",
+]

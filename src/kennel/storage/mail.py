@@ -4,7 +4,6 @@ one a job of kind `mail` in the queue)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 
 from kennel import ids
 from kennel.models import MAIL_JOB, InboundEmail, Job, Worker
+from kennel.models.mail import BOUNCE, REPLY, Bounce, OutgoingMail, ThreadedTask
 from kennel.storage.database import Database
 from kennel.storage.jobs import conclude, enqueue
 from kennel.storage.tables import email_messages, email_outbox, tasks, users, workers
@@ -20,54 +20,6 @@ from kennel.storage.workers import worker_from_row
 
 INBOUND = "in"
 OUTBOUND = "out"
-
-REPLY = "reply"
-BOUNCE = "bounce"
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadedTask:
-    """A task of a worker that a mail names, directly or through the thread it replies to."""
-
-    id: str
-    archived: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMail:
-    """A queued mail, as one sending attempt of its job sees it.
-
-    A reply's text is the answer of turn `turn_id`; a bounce carries its `body`.
-    """
-
-    id: str
-    kind: str
-    worker_id: str
-    task_key: int | None
-    task_id: str | None
-    turn_id: str | None
-    recipient: str
-    subject: str
-    """The subject of the mail this one answers."""
-    in_reply_to: str | None
-    references: tuple[str, ...]
-    body: str | None
-    files: tuple[str, ...]
-    """Workspace paths to attach."""
-    attempt: int
-    """This attempt's number, from 1."""
-
-
-@dataclass(frozen=True, slots=True)
-class Bounce:
-    """A polite refusal of a mail, to its return path."""
-
-    worker_id: str
-    recipient: str
-    subject: str
-    in_reply_to: str | None
-    references: tuple[str, ...]
-    body: str
 
 
 class MailStore:

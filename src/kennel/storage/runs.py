@@ -8,7 +8,6 @@ lost (expired and taken over, or the turn cancelled), the old run's writes raise
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -17,6 +16,7 @@ from kennel.errors import NotFoundError
 from kennel.models import (
     CANCELLED,
     TURN_JOB,
+    CancelledTurns,
     DeliveryAttempts,
     Job,
     TaskStatus,
@@ -261,11 +261,3 @@ class RunStore:
             return True
 
         return await self._db.write(work)
-
-
-@dataclass(frozen=True, slots=True)
-class CancelledTurns:
-    running: list[str]
-    """Turns that were running: their runs were told to stop."""
-    aborted: list[str]
-    """Turns that had not started: they ended `aborted` at once."""

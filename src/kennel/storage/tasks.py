@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +13,10 @@ from kennel.models import (
     TURN_JOB,
     AttachedFile,
     Budget,
-    Source,
     Submission,
+    SubmissionContext,
     Task,
+    TaskSnapshot,
     TaskStatus,
     TaskTotals,
     TriggeredBy,
@@ -24,8 +24,6 @@ from kennel.models import (
     TurnError,
     Usage,
     Visibility,
-    Worker,
-    WorkspaceFile,
 )
 from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
@@ -38,27 +36,6 @@ from kennel.storage.workers import find_worker, insert_worker
 
 # Every turn column but the stored model messages, which only the runner needs.
 _TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSnapshot:
-    """A task with all its turns and files, read in one consistent transaction."""
-
-    task: Task
-    turns: list[Turn]
-    files: list[WorkspaceFile]
-    event_seq: int
-    sources: list[Source] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class SubmissionContext:
-    """What deciding on a new turn needs, read in one transaction."""
-
-    credit_balance: int | None
-    task: Task | None
-    worker: Worker | None
-    """The existing task's worker, else the requested one; None if missing or deleted."""
 
 
 class TaskStore:

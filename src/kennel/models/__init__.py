@@ -1,4 +1,7 @@
-"""Domain records: plain frozen dataclasses and enums, no I/O."""
+"""Domain records: plain frozen dataclasses and enums, no I/O.
+
+Records of the queue are in `models.jobs`, of outgoing and incoming mail in `models.mail`;
+both are importable from here too."""
 
 from __future__ import annotations
 
@@ -7,6 +10,47 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
+
+# Re-exported: every record can be imported from `kennel.models`.
+from kennel.models.jobs import (
+    MAIL_JOB as MAIL_JOB,
+)
+from kennel.models.jobs import (
+    TURN_JOB as TURN_JOB,
+)
+from kennel.models.jobs import (
+    WEBHOOK_JOB as WEBHOOK_JOB,
+)
+from kennel.models.jobs import (
+    DeliveryAttempts as DeliveryAttempts,
+)
+from kennel.models.jobs import (
+    ExpiredJob as ExpiredJob,
+)
+from kennel.models.jobs import (
+    Job as Job,
+)
+from kennel.models.jobs import (
+    JobStatus as JobStatus,
+)
+from kennel.models.jobs import (
+    TurnJob as TurnJob,
+)
+from kennel.models.mail import (
+    BOUNCE as BOUNCE,
+)
+from kennel.models.mail import (
+    REPLY as REPLY,
+)
+from kennel.models.mail import (
+    Bounce as Bounce,
+)
+from kennel.models.mail import (
+    OutgoingMail as OutgoingMail,
+)
+from kennel.models.mail import (
+    ThreadedTask as ThreadedTask,
+)
 
 JSONObject = dict[str, Any]
 T = TypeVar("T")
@@ -273,84 +317,6 @@ class Source:
     title: str | None
 
 
-class JobStatus(StrEnum):
-    """Where a job of the queue is: queued -> running (leased) -> done | failed | cancelled."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TURN_JOB = "turn"
-WEBHOOK_JOB = "webhook"
-MAIL_JOB = "mail"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempts:
-    """How many attempts the deliveries a turn's end queues get: its webhook event
-    (`KENNEL_WEBHOOK_MAX_ATTEMPTS`) and its e-mail reply (`KENNEL_SMTP_MAX_ATTEMPTS`)."""
-
-    webhook: int = 8
-    mail: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A claimed job of any kind: `ref` names the row it works on (a turn, a webhook delivery,
-    a queued mail); `lease_token` fences every write of the attempt that holds it."""
-
-    job_id: int
-    kind: str
-    ref: str
-    lease_token: str
-    attempts: int
-    """This attempt's number, from 1."""
-    max_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiredJob:
-    """A running job whose runner is gone, with what recovery decides on."""
-
-    job_id: int
-    kind: str
-    ref: str
-    attempts: int
-    max_attempts: int
-    lease_token: str | None = None
-    """The lost claim's token: settling fences on it, so a job claimed again is left alone."""
-    strikes: int = 0
-    interruptions: int = 0
-    progressed: bool = False
-    """The lost attempt finished a step: the turn was moving."""
-    others_finished: bool = False
-    """Other jobs finished while the lost attempt ran: the process was not stuck as a whole."""
-
-    def claim(self) -> Job:
-        """The lost attempt's claim, to settle the job in its place."""
-        token = self.lease_token or ""
-        return Job(self.job_id, self.kind, self.ref, token, self.attempts, self.max_attempts)
-
-
-@dataclass(frozen=True, slots=True)
-class TurnJob:
-    """A claimed turn job and its task: the run's handle, fencing every write it makes."""
-
-    job: Job
-    task_key: int
-
-    @property
-    def turn_id(self) -> str:
-        return self.job.ref
-
-    @property
-    def attempts(self) -> int:
-        return self.job.attempts
-
-
 @dataclass(frozen=True, slots=True)
 class TurnStep:
     """One finished step of a turn (a model response and the tool calls it asked for), kept so
@@ -604,3 +570,34 @@ class WebhookExecution:
     task_key: int | None = None
     task_id: str | None = None
     task_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSnapshot:
+    """A task with all its turns and files, read in one consistent transaction."""
+
+    task: Task
+    turns: list[Turn]
+    files: list[WorkspaceFile]
+    event_seq: int
+    sources: list[Source] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionContext:
+    """What deciding on a new turn needs, read in one transaction."""
+
+    credit_balance: int | None
+    task: Task | None
+    worker: Worker | None
+    """The existing task's worker, else the requested one; None if missing or deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledTurns:
+    """What cancelling a task did to its unfinished turns."""
+
+    running: list[str]
+    """Turns that were running: their runs were told to stop."""
+    aborted: list[str]
+    """Turns that had not started: they ended `aborted` at once."""
