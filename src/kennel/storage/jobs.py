@@ -301,6 +301,17 @@ def cancel_queued(
     return int(result.rowcount)
 
 
+def take_away(conn: sa.Connection, kind: str, ref: str, now: datetime) -> bool:
+    """Cancel the running job of `ref`, whoever holds it (its process is gone or does not
+    answer): whatever its attempt still writes is refused. False if none is running."""
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.kind == kind, jobs.c.ref == ref, jobs.c.status == RUNNING)
+        .values(status=CANCELLED, finished_at=now, **NO_LEASE)
+    )
+    return bool(result.rowcount)
+
+
 def conclude(
     conn: sa.Connection, job: Job, now: datetime, error: str | None, retry_at: datetime | None
 ) -> bool:

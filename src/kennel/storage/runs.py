@@ -27,7 +27,6 @@ from kennel.models import (
 )
 from kennel.storage.database import Database
 from kennel.storage.events import append_events
-from kennel.storage.jobs import CANCELLED as JOB_CANCELLED
 from kennel.storage.jobs import (
     DONE,
     FAILED,
@@ -37,6 +36,7 @@ from kennel.storage.jobs import (
     cancel_queued,
     fence,
     settle,
+    take_away,
 )
 from kennel.storage.tables import (
     jobs,
@@ -243,21 +243,14 @@ class RunStore:
         turn had already ended."""
 
         def work(conn: sa.Connection) -> bool:
-            row = conn.execute(
-                sa.select(jobs.c.id.label("job_id"), turns.c.task_key)
-                .join(turns, turns.c.id == jobs.c.ref)
-                .where(jobs.c.kind == TURN_JOB, jobs.c.ref == turn_id, jobs.c.status == RUNNING)
-            ).first()
-            if row is None:
+            if not take_away(conn, TURN_JOB, turn_id, now):
                 return False
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id == row.job_id)
-                .values(status=JOB_CANCELLED, finished_at=now, **NO_LEASE)
-            )
-            append_events(conn, row.task_key, turn_id, final_bodies)
-            record_outcome(conn, self._attempts, turn_id, row.task_key, outcome, now)
-            self._db.publish(conn, JOBS_TOPIC, task_topic(row.task_key), turn_topic(turn_id))
+            task_key = conn.execute(
+                sa.select(turns.c.task_key).where(turns.c.id == turn_id)
+            ).scalar_one()
+            append_events(conn, task_key, turn_id, final_bodies)
+            record_outcome(conn, self._attempts, turn_id, task_key, outcome, now)
+            self._db.publish(conn, JOBS_TOPIC, task_topic(task_key), turn_topic(turn_id))
             return True
 
         return await self._db.write(work)
