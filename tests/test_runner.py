@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import FakeClock
 from fakellm import FakeLLM, Sleep, Text
 from kennel.config import Settings
 from kennel.models import TURN_JOB, Job, TaskStatus, Turn, TurnError
+from kennel.runner.runner import Runner
+from kennel.services.jobs import Attempt, Jobs
 from kennel.services.tasks import TaskRequest
-from kennel.storage import Database, Store
+from kennel.storage import JOBS_TOPIC, Database, Store
+from kennel.storage.jobs import enqueue
 from kennelapp import Api, kennel_api, new_worker, settings_for
 
 
@@ -111,3 +116,50 @@ async def _turn_when(api: Api, turn_id: str, status: TaskStatus) -> Turn:
             if turn is not None and turn.status is status:
                 return turn
             await asyncio.sleep(0.01)
+
+
+class _Unsettled:
+    """A kind of job whose attempts work but can't be recorded (the database went away)."""
+
+    kind = "probe"
+    cut_short_on_stop = False
+
+    def __init__(self) -> None:
+        self.attempted: list[str] = []
+
+    def backoff(self, attempt: int) -> float:
+        return 1.0
+
+    async def attempt(self, job: Job) -> Attempt[None]:
+        self.attempted.append(job.ref)
+        return Attempt()
+
+    async def settle(
+        self, job: Job, attempt: Attempt[None], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        raise RuntimeError("the database went away")
+
+
+async def test_a_job_that_could_not_be_settled_leaves_the_runner_running(
+    store: Store, clock: FakeClock
+) -> None:
+    handler = _Unsettled()
+    runner = Runner(store, Jobs(store, clock, [handler]), clock, Settings(), sole_runner=False)
+
+    def queue(ref: str) -> Callable[[sa.Connection], None]:
+        def work(conn: sa.Connection) -> None:
+            enqueue(conn, "probe", ref, clock.now(), max_attempts=3)
+            store.database.publish(conn, JOBS_TOPIC)
+
+        return work
+
+    running = asyncio.create_task(runner.run())
+    await store.database.write(queue("first"))
+    await _until(lambda: handler.attempted == ["first"])
+    await store.database.write(queue("second"))  # claimed by the same, still running, loop
+    await _until(lambda: handler.attempted == ["first", "second"])
+    runner.stop()
+    await running  # ends cleanly: no failure escaped
+    # Not settled: the jobs stayed the runner's until it stopped and handed them back.
+    again = await store.jobs.claim(["probe"], "next", 10, clock.now(), timedelta(seconds=30))
+    assert sorted((job.ref, job.attempts) for job in again) == [("first", 1), ("second", 1)]

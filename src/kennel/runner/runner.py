@@ -109,7 +109,13 @@ class Runner:
         return await self._store.jobs.claim(kinds, self.owner, limit, now, self._lease)
 
     async def _run(self, job: Job) -> None:
-        retry_at = await self._jobs.run(job)
+        try:
+            retry_at = await self._jobs.run(job)
+        except Exception:  # settling failed (the database is away): the lease will run out
+            logger.exception(
+                "%s job %s: not settled; taken over when its lease expires", job.kind, job.job_id
+            )
+            return
         if retry_at is not None:
             heapq.heappush(self._retries, retry_at)
 
