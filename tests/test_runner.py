@@ -163,3 +163,54 @@ async def test_a_job_that_could_not_be_settled_leaves_the_runner_running(
     # Not settled: the jobs stayed the runner's until it stopped and handed them back.
     again = await store.jobs.claim(["probe"], "next", 10, clock.now(), timedelta(seconds=30))
     assert sorted((job.ref, job.attempts) for job in again) == [("first", 1), ("second", 1)]
+
+
+class _Slow:
+    """A kind of job whose attempts take until `go` is set."""
+
+    def __init__(self, kind: str, store: Store, *, cut_short_on_stop: bool) -> None:
+        self.kind = kind
+        self.cut_short_on_stop = cut_short_on_stop
+        self._store = store
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def backoff(self, attempt: int) -> float:
+        return 1.0
+
+    async def attempt(self, job: Job) -> Attempt[None]:
+        self.started.set()
+        await self.go.wait()
+        return Attempt()
+
+    async def settle(
+        self, job: Job, attempt: Attempt[None], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        return await self._store.jobs.conclude(job, now, attempt.error, retry_at)
+
+
+async def test_a_clean_stop_cuts_long_attempts_short_and_lets_short_ones_end(
+    store: Store, clock: FakeClock
+) -> None:
+    long = _Slow("long", store, cut_short_on_stop=True)
+    short = _Slow("short", store, cut_short_on_stop=False)
+    runner = Runner(store, Jobs(store, clock, [long, short]), clock, Settings(), sole_runner=False)
+
+    def queue(conn: sa.Connection) -> None:
+        enqueue(conn, "long", "a turn, say", clock.now(), max_attempts=3)
+        enqueue(conn, "short", "a delivery, say", clock.now(), max_attempts=3)
+        store.database.publish(conn, JOBS_TOPIC)
+
+    running = asyncio.create_task(runner.run())
+    await store.database.write(queue)
+    async with asyncio.timeout(10):
+        await long.started.wait()
+        await short.started.wait()
+    runner.stop()
+    await asyncio.sleep(0.1)
+    assert not running.done()  # the short attempt is still going: the stop waits for it
+    short.go.set()
+    await running
+    assert await store.jobs.waiting(["short"]) == 0  # done
+    [handed_back] = await store.jobs.claim(["long"], "next", 1, clock.now(), timedelta(seconds=30))
+    assert handed_back.attempts == 1  # cut short without spending an attempt
