@@ -8,17 +8,16 @@ from datetime import datetime, timedelta
 from conftest import FakeClock
 from kennel import ids
 from kennel.models import (
-    TURN_JOB,
     Budget,
     Submission,
     TaskStatus,
     TriggeredBy,
-    TurnJob,
     TurnOutcome,
     Usage,
     Visibility,
     Worker,
 )
+from kennel.models.jobs import TURN_JOB, TurnJob
 from kennel.storage import Store
 
 

@@ -23,7 +23,8 @@ from kennel.agent.failures import classify
 from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.config import Settings
-from kennel.models import BUDGET_CAPS, TURN_JOB, Budget
+from kennel.models import BUDGET_CAPS, Budget
+from kennel.models.jobs import TURN_JOB
 from kennel.services.tasks import TaskRequest
 from kennelapp import Api, kennel_api, new_worker, settings_for
 from server import free_port

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from conftest import FakeClock
 from fakellm import FakeLLM, Sleep, Text
 from kennel.config import Settings
-from kennel.models import TURN_JOB, Job, TaskStatus, Turn, TurnError
+from kennel.models import TaskStatus, Turn, TurnError
+from kennel.models.jobs import TURN_JOB, Job
 from kennel.runner.runner import Runner
 from kennel.services.jobs import Attempt, Jobs
 from kennel.services.tasks import TaskRequest

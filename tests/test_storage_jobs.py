@@ -15,19 +15,9 @@ import sqlalchemy as sa
 from conftest import FakeClock
 from kennel import ids
 from kennel.errors import LeaseLostError
-from kennel.models import (
-    MAIL_JOB,
-    TURN_JOB,
-    WEBHOOK_JOB,
-    Bounce,
-    Budget,
-    DeliveryAttempts,
-    Job,
-    Submission,
-    TaskStatus,
-    TriggeredBy,
-    Worker,
-)
+from kennel.models import Budget, Submission, TaskStatus, TriggeredBy, Worker
+from kennel.models.jobs import MAIL_JOB, TURN_JOB, WEBHOOK_JOB, DeliveryAttempts, Job
+from kennel.models.mail import Bounce
 from kennel.services.jobs import Attempt, Jobs
 from kennel.storage import Store
 from kennel.storage.jobs import fence

@@ -8,16 +8,8 @@ from typing import Any
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import (
-    Budget,
-    DeliveryStatus,
-    Submission,
-    Task,
-    TaskStatus,
-    TriggeredBy,
-    WebhookExecution,
-    Worker,
-)
+from kennel.models import Budget, Submission, Task, TaskStatus, TriggeredBy, Worker
+from kennel.models.webhooks import DeliveryStatus, WebhookExecution
 from kennel.storage import Store
 from kennel.storage.webhooks import queue_delivery
 from records import stored_worker

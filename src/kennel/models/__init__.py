@@ -1,7 +1,7 @@
 """Domain records: plain frozen dataclasses and enums, no I/O.
 
-Records of the queue are in `models.jobs`, of outgoing and incoming mail in `models.mail`;
-both are importable from here too."""
+Records of the queue are in `models.jobs`, of e-mail in `models.mail`, of webhooks in
+`models.webhooks`."""
 
 from __future__ import annotations
 
@@ -11,46 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-# Re-exported: every record can be imported from `kennel.models`.
-from kennel.models.jobs import (
-    MAIL_JOB as MAIL_JOB,
-)
-from kennel.models.jobs import (
-    TURN_JOB as TURN_JOB,
-)
-from kennel.models.jobs import (
-    WEBHOOK_JOB as WEBHOOK_JOB,
-)
-from kennel.models.jobs import (
-    DeliveryAttempts as DeliveryAttempts,
-)
-from kennel.models.jobs import (
-    ExpiredJob as ExpiredJob,
-)
-from kennel.models.jobs import (
-    Job as Job,
-)
-from kennel.models.jobs import (
-    JobStatus as JobStatus,
-)
-from kennel.models.jobs import (
-    TurnJob as TurnJob,
-)
-from kennel.models.mail import (
-    BOUNCE as BOUNCE,
-)
-from kennel.models.mail import (
-    REPLY as REPLY,
-)
-from kennel.models.mail import (
-    Bounce as Bounce,
-)
-from kennel.models.mail import (
-    OutgoingMail as OutgoingMail,
-)
-from kennel.models.mail import (
-    ThreadedTask as ThreadedTask,
-)
+from kennel.models.mail import InboundEmail
 
 JSONObject = dict[str, Any]
 T = TypeVar("T")
@@ -386,18 +347,6 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
-class InboundEmail:
-    """A received mail, as much of it as its reply needs to find its way back, threaded."""
-
-    message_id: str
-    sender: str
-    """Where the reply goes: the mail's author."""
-    subject: str
-    references: tuple[str, ...]
-    """The thread before this mail (its `References`), oldest first."""
-
-
-@dataclass(frozen=True, slots=True)
 class BudgetCaps:
     """What one turn may spend (spec §16.8); None means no cap of that kind."""
 
@@ -505,71 +454,12 @@ class ScheduleRun:
     skip_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A configured webhook: a worker has one, or none (no row)."""
-
-    worker_id: str
-    url: str
-    token: str
-    updated_at: datetime
-
-
-class DeliveryStatus(StrEnum):
-    """`requestStatus` of an execution: `success` iff the endpoint answered 2xx (spec §4.8)."""
-
-    SUCCESS = "success"
-    ERROR = "error"
-
-
 TASK_EVENT_TYPES = {
     TaskStatus.COMPLETED: "task.completed",
     TaskStatus.ERROR: "task.failed",
     TaskStatus.ABORTED: "task.aborted",
 }
 """The webhook event `type` of each terminal task status (spec §16.5)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookDelivery:
-    """A task's end on its way to its worker's webhook, as one attempt of its job sees it:
-    retried with backoff until the receiver answers 2xx or the attempts run out."""
-
-    id: str
-    """Also the Standard Webhooks `webhook-id`: the same for every attempt."""
-    worker_id: str
-    organization_id: str
-    task_key: int
-    task_id: str
-    task_title: str | None
-    turn_id: str
-    event_type: str
-    created_at: datetime
-    body: str | None
-    """The JSON sent, fixed at the first attempt so retries send the same message."""
-    attempt: int
-    """This attempt's number, from 1."""
-    url: str
-    """Where the worker's webhook points now, and its current token."""
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookExecution:
-    """One delivery attempt to a worker's webhook."""
-
-    id: str
-    worker_id: str
-    organization_id: str
-    url: str
-    request_status: DeliveryStatus
-    response_status: int | None
-    error_message: str | None
-    duration_ms: int
-    created_at: datetime
-    task_key: int | None = None
-    task_id: str | None = None
-    task_title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

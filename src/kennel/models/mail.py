@@ -1,4 +1,4 @@
-"""Records of e-mail: the task a mail names, and mails on their way out."""
+"""Records of e-mail: a mail that came in, the task a mail names, and mails on their way out."""
 
 from __future__ import annotations
 
@@ -53,3 +53,15 @@ class Bounce:
     in_reply_to: str | None
     references: tuple[str, ...]
     body: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEmail:
+    """A received mail, as much of it as its reply needs to find its way back, threaded."""
+
+    message_id: str
+    sender: str
+    """Where the reply goes: the mail's author."""
+    subject: str
+    references: tuple[str, ...]
+    """The thread before this mail (its `References`), oldest first."""

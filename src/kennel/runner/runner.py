@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
-from kennel.models import Job
+from kennel.models.jobs import Job
 from kennel.services.jobs import Jobs
 from kennel.storage import JOBS_TOPIC, Store, Subscription
 

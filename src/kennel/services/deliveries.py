@@ -20,14 +20,9 @@ import httpx
 from kennel import __version__, ids
 from kennel.clock import Clock, iso
 from kennel.config import Settings
-from kennel.models import (
-    WEBHOOK_JOB,
-    DeliveryStatus,
-    Job,
-    JSONObject,
-    WebhookDelivery,
-    WebhookExecution,
-)
+from kennel.models import JSONObject
+from kennel.models.jobs import WEBHOOK_JOB, Job
+from kennel.models.webhooks import DeliveryStatus, WebhookDelivery, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
 from kennel.services.backoff import backoff_seconds
 from kennel.services.jobs import Attempt

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from kennel.clock import Clock
-from kennel.models import ExpiredJob, Job
+from kennel.models.jobs import ExpiredJob, Job
 from kennel.storage import Store
 
 logger = logging.getLogger(__name__)

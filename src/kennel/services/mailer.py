@@ -19,7 +19,9 @@ from kennel.clock import Clock
 from kennel.config import Settings, SmtpRelay
 from kennel.errors import InvalidInputError
 from kennel.files.workspace import Workspaces, download_url, media_type_for
-from kennel.models import MAIL_JOB, REPLY, Job, OutgoingMail, TaskStatus, Turn, Worker
+from kennel.models import TaskStatus, Turn, Worker
+from kennel.models.jobs import MAIL_JOB, Job
+from kennel.models.mail import REPLY, OutgoingMail
 from kennel.services.backoff import backoff_seconds
 from kennel.services.jobs import Attempt
 from kennel.storage import Store

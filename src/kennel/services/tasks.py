@@ -17,7 +17,6 @@ from kennel.models import (
     CANCELLED,
     Budget,
     Event,
-    InboundEmail,
     JSONObject,
     Page,
     Principal,
@@ -30,6 +29,7 @@ from kennel.models import (
     TurnOutcome,
     Worker,
 )
+from kennel.models.mail import InboundEmail
 from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
 from kennel.storage import Store, task_topic, turn_topic

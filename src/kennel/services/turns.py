@@ -27,17 +27,15 @@ from kennel.files.folder import WorkspaceFolder
 from kennel.files.workspace import Workspaces, download_url
 from kennel.models import (
     CANCELLED,
-    TURN_JOB,
     Budget,
     BudgetCaps,
-    Job,
     TaskStatus,
     TurnContext,
     TurnError,
-    TurnJob,
     TurnOutcome,
     TurnStep,
 )
+from kennel.models.jobs import TURN_JOB, Job, TurnJob
 from kennel.services.backoff import backoff_seconds
 from kennel.services.billing import add_usage, budget_caps, credits_for
 from kennel.services.jobs import Attempt

@@ -7,7 +7,8 @@ import secrets
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import Page, Principal, Webhook, WebhookExecution
+from kennel.models import Page, Principal
+from kennel.models.webhooks import Webhook, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url
 from kennel.services.workers import WorkerService
 from kennel.storage import Store

@@ -5,7 +5,7 @@ This package is storage's front: the layers above import from here, never its mo
 from __future__ import annotations
 
 from kennel.config import Settings
-from kennel.models import TURN_JOB, DeliveryAttempts
+from kennel.models.jobs import TURN_JOB, DeliveryAttempts
 from kennel.storage.auth import AuthStore
 from kennel.storage.billing import BillingStore
 from kennel.storage.database import Database, ProcessLock

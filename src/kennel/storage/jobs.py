@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kennel.errors import LeaseLostError
-from kennel.models import ExpiredJob, Job, JobStatus
+from kennel.models.jobs import ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
 from kennel.storage.tables import jobs
 from kennel.storage.wakeups import JOBS_TOPIC

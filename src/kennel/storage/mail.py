@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from kennel import ids
-from kennel.models import MAIL_JOB, InboundEmail, Job, Worker
-from kennel.models.mail import BOUNCE, REPLY, Bounce, OutgoingMail, ThreadedTask
+from kennel.models import Worker
+from kennel.models.jobs import MAIL_JOB, Job
+from kennel.models.mail import BOUNCE, REPLY, Bounce, InboundEmail, OutgoingMail, ThreadedTask
 from kennel.storage.database import Database
 from kennel.storage.jobs import conclude, enqueue
 from kennel.storage.tables import email_messages, email_outbox, tasks, users, workers

@@ -13,18 +13,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from kennel.errors import NotFoundError
-from kennel.models import (
-    CANCELLED,
-    TURN_JOB,
-    CancelledTurns,
-    DeliveryAttempts,
-    Job,
-    TaskStatus,
-    TurnContext,
-    TurnJob,
-    TurnOutcome,
-    TurnStep,
-)
+from kennel.models import CANCELLED, CancelledTurns, TaskStatus, TurnContext, TurnOutcome, TurnStep
+from kennel.models.jobs import TURN_JOB, DeliveryAttempts, Job, TurnJob
 from kennel.storage.database import Database
 from kennel.storage.events import append_events
 from kennel.storage.jobs import (

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kennel.models import (
-    TURN_JOB,
     AttachedFile,
     Budget,
     Submission,
@@ -25,6 +24,7 @@ from kennel.models import (
     Usage,
     Visibility,
 )
+from kennel.models.jobs import TURN_JOB
 from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
 from kennel.storage.jobs import enqueue

@@ -9,7 +9,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from kennel.models import DeliveryAttempts, TaskStatus, TurnOutcome
+from kennel.models import TaskStatus, TurnOutcome
+from kennel.models.jobs import DeliveryAttempts
 from kennel.storage.billing import debit
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply

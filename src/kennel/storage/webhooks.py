@@ -10,16 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kennel import ids
-from kennel.models import (
-    TASK_EVENT_TYPES,
-    WEBHOOK_JOB,
-    DeliveryStatus,
-    Job,
-    TaskStatus,
-    Webhook,
-    WebhookDelivery,
-    WebhookExecution,
-)
+from kennel.models import TASK_EVENT_TYPES, TaskStatus
+from kennel.models.jobs import WEBHOOK_JOB, Job
+from kennel.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookExecution
 from kennel.storage.database import Database
 from kennel.storage.jobs import cancel_queued, conclude, enqueue
 from kennel.storage.tables import tasks, webhook_deliveries, webhook_executions, webhooks
