@@ -64,6 +64,17 @@ async def postgres_url() -> AsyncIterator[str]:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@asynccontextmanager
+async def empty_postgres_url() -> AsyncIterator[str]:
+    """A new PostgreSQL database without any schema, dropped afterwards."""
+    name = f"kennel_test_{secrets.token_hex(6)}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def drop_template() -> None:
     if _template_done:
         await _admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conftest import FakeClock
 from kennel import ids
@@ -17,6 +17,7 @@ from kennel.models import (
     Visibility,
     Worker,
 )
+from kennel.models.jobs import TURN_JOB, TurnJob
 from kennel.storage import Store
 
 
@@ -66,9 +67,17 @@ async def finished_turn(
         max_attempts=3,
     )
     await store.tasks.submit(submission, clock.now(), lambda _task: None)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), timedelta(seconds=30))
+    [job] = await claim_turns(store, "r1", 1, clock.now(), timedelta(seconds=30))
     if not finish:
         return
     usage = Usage(input_tokens=100 * credits, output_tokens=10, requests=1, credits=credits)
     outcome = TurnOutcome(status=TaskStatus.COMPLETED, output_text="ok", usage=usage)
     await store.runs.finish_turn(job, outcome, [], clock.now())
+
+
+async def claim_turns(
+    store: Store, owner: str, limit: int, now: datetime, lease: timedelta
+) -> list[TurnJob]:
+    """Claim turn jobs as the runner does, each with its task (as its run learns it)."""
+    claimed = await store.jobs.claim([TURN_JOB], owner, limit, now, lease)
+    return [TurnJob(job, (await store.runs.load_context(job.ref)).task.key) for job in claimed]

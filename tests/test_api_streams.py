@@ -170,7 +170,7 @@ async def test_only_turns_someone_streams_stream_their_model_requests(
         f"/api/workers/{worker['id']}", params={"stream": "true", "taskId": "tsk_quiet"}
     )
     deltas = [c for c in _chunks(replay.text) if c["type"] == "text-delta"]
-    if api.kennel.store.is_sqlite:
+    if api.kennel.store.database.dialect.sole_process:
         assert [d["delta"] for d in deltas] == ["one two three four"]
         assert not any(r["stream"] for r in llm.requests)
     else:  # readers in other processes can't be seen: PostgreSQL always streams

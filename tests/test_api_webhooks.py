@@ -11,7 +11,7 @@ import pytest
 from handinger import AsyncHandinger
 
 from kennel import ids
-from kennel.models import DeliveryStatus, WebhookExecution
+from kennel.models.webhooks import DeliveryStatus, WebhookExecution
 from kennelapp import Api, kennel_api, new_worker, settings_for
 
 EMPTY_JSON = {"Content-Type": "application/json"}

@@ -16,6 +16,7 @@ from fakellm import FakeLLM, Sleep, Text, ToolCall, tool_calls
 from kennel.errors import LeaseLostError
 from kennel.services.tasks import Submitted, TaskRequest
 from kennelapp import Api, kennel_api, new_worker, settings_for
+from records import claim_turns
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ async def test_queued_turns_end_at_once_and_the_task_is_aborted(
         cancelled = await _cancel(api, "t-queued")
         assert cancelled["task"]["status"] == "aborted"
         assert [t["status"] for t in cancelled["turns"]] == ["aborted", "aborted"]
-        assert await api.kennel.store.runs.claim_turns("late", 10, _now(api), _lease()) == []
+        assert await claim_turns(api.kennel.store, "late", 10, _now(api), _lease()) == []
 
 
 async def test_a_run_that_does_not_stop_is_ended_without_it(tmp_path: Path, llm: FakeLLM) -> None:
@@ -129,7 +130,7 @@ async def test_a_run_that_does_not_stop_is_ended_without_it(tmp_path: Path, llm:
         worker_id = await new_worker(api.client)
         await _queue(api, "hello", worker_id, "t-ghost")
         # A runner in a process that is gone holds the turn.
-        [job] = await api.kennel.store.runs.claim_turns("ghost", 1, _now(api), _lease())
+        [job] = await claim_turns(api.kennel.store, "ghost", 1, _now(api), _lease())
 
         cancelled = await _cancel(api, "t-ghost")
         assert cancelled["task"]["status"] == "aborted"
@@ -197,12 +198,12 @@ async def test_a_turn_cancelled_before_its_run_listens_never_starts(
     async with kennel_api(settings_for(tmp_path, llm), with_runner=False) as api:
         worker_id = await new_worker(api.client)
         submitted = await _queue(api, "too late", worker_id, "t-early")
-        [job] = await api.kennel.store.runs.claim_turns("me", 1, _now(api), _lease())
+        [job] = await claim_turns(api.kennel.store, "me", 1, _now(api), _lease())
         # The cancel lands between the claim and the run: no run hears it.
         cancelled = await api.kennel.store.runs.cancel_task(submitted.task.key, _now(api))
         assert cancelled.running == [job.turn_id]
 
-        await api.kennel.turns.run(job)
+        await api.kennel.turns.run(job.job)
         assert llm.requests == []
         found = (await api.client.get("/api/tasks/t-early")).json()
         assert found["task"]["status"] == "aborted"

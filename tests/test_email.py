@@ -18,7 +18,7 @@ from conftest import FakeClock
 from fakellm import FakeLLM, Text, ToolCall, tool_calls
 from kennel.config import Settings, SmtpRelay
 from kennel.mail.messages import strip_quoted
-from kennel.storage.tables import email_outbox
+from kennel.storage.tables import jobs
 from kennelapp import Api, kennel_api, new_worker, settings_for
 from mailrelay import Relay, Relayed, free_port, mail, send, serving_relay
 from prompts import listed, requests_for, user_parts
@@ -86,8 +86,8 @@ async def _turns(api: Api, task_id: str) -> list[Any]:
 
 
 async def _outbox(api: Api) -> list[tuple[str, int]]:
-    """Status and attempts of each queued mail."""
-    query = sa.select(email_outbox.c.status, email_outbox.c.attempts)
+    """Status and attempts of each queued mail's job."""
+    query = sa.select(jobs.c.status, jobs.c.attempts).where(jobs.c.kind == "mail")
     rows = await api.kennel.store.database.read(lambda conn: conn.execute(query).all())
     return [(row.status, row.attempts) for row in rows]
 
@@ -352,15 +352,17 @@ async def test_an_answer_waits_for_a_relay_that_is_down_and_goes_out_when_it_is_
         await _send(api, mail(ADA, f"{worker_id}@{DOMAIN}", "Patience", "Wait for it"))
 
         async with asyncio.timeout(15):  # the first attempt failed; the next is backing off
-            while await _outbox(api) != [("pending", 1)]:
+            while await _outbox(api) != [("queued", 1)]:
                 await asyncio.sleep(0.02)
         with serving_relay(port) as relay:
-            assert await api.kennel.mailer.send_due() == 0  # not due yet
+            assert await api.kennel.runner.work_due("mail") == 0  # not due yet
             clock.advance(10 * 1.2)  # the longest first wait, jitter included
-            await api.kennel.mailer.send_due()  # (or the mail loop, if it looks first)
+            await api.kennel.runner.work_due("mail")  # (or the runner's loop, if it looks first)
             answer = await _answer(relay, "Re: Patience")
         assert "echo: Patience" in _text(answer)
-        assert await api.kennel.store.mail.next_due() is None  # sent: nothing waits
+        async with asyncio.timeout(15):  # sent: nothing waits
+            while await _outbox(api) != [("done", 2)]:
+                await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(

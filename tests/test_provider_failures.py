@@ -24,6 +24,7 @@ from kennel.agent.models import ModelCatalog
 from kennel.agent.runtime import AgentRuntime, TurnRequest, TurnResult
 from kennel.config import Settings
 from kennel.models import BUDGET_CAPS, Budget
+from kennel.models.jobs import TURN_JOB
 from kennel.services.tasks import TaskRequest
 from kennelapp import Api, kennel_api, new_worker, settings_for
 from server import free_port
@@ -178,7 +179,7 @@ async def test_a_turn_whose_model_became_unusable_is_logged_too(
         monkeypatch.delenv("ANTHROPIC_API_KEY")
         await api.kennel.catalog.aclose()
         lease = timedelta(seconds=30)
-        [job] = await api.kennel.store.runs.claim_turns("me", 1, datetime.now(UTC), lease)
+        [job] = await api.kennel.store.jobs.claim([TURN_JOB], "me", 1, datetime.now(UTC), lease)
         with caplog.at_level(logging.WARNING, logger="kennel.services.turns"):
             await api.kennel.turns.run(job)
     [line] = [r.getMessage() for r in caplog.records if r.name == "kennel.services.turns"]

@@ -1,16 +1,27 @@
-"""The runner hands unfinished turns back on a clean stop; the next start finishes them."""
+"""The runner hands unfinished turns back on a clean stop (the next start finishes them), and
+retries a turn whose run raised with backoff until its attempts are spent."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from conftest import FakeClock
 from fakellm import FakeLLM, Sleep, Text
 from kennel.config import Settings
-from kennel.models import TaskStatus
-from kennel.storage import Database, Store
-from kennelapp import kennel_api, settings_for
+from kennel.models import TaskStatus, Turn, TurnError
+from kennel.models.jobs import TURN_JOB, Job
+from kennel.runner.runner import Runner
+from kennel.services.jobs import Attempt, Jobs
+from kennel.services.tasks import TaskRequest
+from kennel.storage import JOBS_TOPIC, Database, Store
+from kennel.storage.jobs import enqueue
+from kennelapp import Api, kennel_api, new_worker, settings_for
 
 
 async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
@@ -59,3 +70,148 @@ async def _stored_task(settings: Settings, organization: str) -> tuple[TaskStatu
         return turn.status, turn.attempts
     finally:
         await store.close()
+
+
+async def test_a_turn_whose_run_raises_is_retried_with_backoff_then_ends_in_error(
+    tmp_path: Path,
+    llm: FakeLLM,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+) -> None:
+    settings = settings_for(tmp_path, llm, job_max_attempts=2, database_url=database_url)
+    async with kennel_api(settings, clock) as api:
+        attempts: list[int] = []
+
+        async def broken(job: Job) -> None:
+            attempts.append(job.attempts)
+            raise RuntimeError("the disk is on fire")
+
+        monkeypatch.setattr(api.kennel.turns, "run", broken)
+        worker_id = await new_worker(api.client)
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        request = TaskRequest(input="hello", worker_id=worker_id, task_id="tsk_broken")
+        submitted = await api.kennel.services.tasks.submit(principal, request)
+        await _until(lambda: attempts == [1])
+        turn = await _turn_when(api, submitted.turn.id, TaskStatus.PENDING)
+        assert turn.error is None  # waiting for its next attempt, not failed
+
+        assert await api.kennel.runner.work_due(TURN_JOB) == 0  # backing off
+        clock.advance(5 * 1.2)  # the longest first wait, jitter included
+        assert await api.kennel.runner.work_due(TURN_JOB) == 1
+        assert attempts == [1, 2]
+        turn = await _turn_when(api, submitted.turn.id, TaskStatus.ERROR)
+        assert turn.error == TurnError("internal_error", "the attempt failed: the disk is on fire")
+        task = (await api.client.get("/api/tasks/tsk_broken")).json()
+        assert task["task"]["status"] == "error"
+        stream = await api.client.get(f"/api/workers/{worker_id}", params={"stream": "true"})
+        assert '"errorText":"the attempt failed: the disk is on fire"' in stream.text
+        clock.advance(3600)
+        assert await api.kennel.runner.work_due(TURN_JOB) == 0
+
+
+async def _turn_when(api: Api, turn_id: str, status: TaskStatus) -> Turn:
+    async with asyncio.timeout(10):
+        while True:
+            turn = await api.kennel.store.tasks.get_turn(turn_id)
+            if turn is not None and turn.status is status:
+                return turn
+            await asyncio.sleep(0.01)
+
+
+class _Unsettled:
+    """A kind of job whose attempts work but can't be recorded (the database went away)."""
+
+    kind = "probe"
+    cut_short_on_stop = False
+
+    def __init__(self) -> None:
+        self.attempted: list[str] = []
+
+    def backoff(self, attempt: int) -> float:
+        return 1.0
+
+    async def attempt(self, job: Job) -> Attempt[None]:
+        self.attempted.append(job.ref)
+        return Attempt()
+
+    async def settle(
+        self, job: Job, attempt: Attempt[None], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        raise RuntimeError("the database went away")
+
+
+async def test_a_job_that_could_not_be_settled_leaves_the_runner_running(
+    store: Store, clock: FakeClock
+) -> None:
+    handler = _Unsettled()
+    runner = Runner(store, Jobs(store, clock, [handler]), clock, Settings(), sole_runner=False)
+
+    def queue(ref: str) -> Callable[[sa.Connection], None]:
+        def work(conn: sa.Connection) -> None:
+            enqueue(conn, "probe", ref, clock.now(), max_attempts=3)
+            store.database.publish(conn, JOBS_TOPIC)
+
+        return work
+
+    running = asyncio.create_task(runner.run())
+    await store.database.write(queue("first"))
+    await _until(lambda: handler.attempted == ["first"])
+    await store.database.write(queue("second"))  # claimed by the same, still running, loop
+    await _until(lambda: handler.attempted == ["first", "second"])
+    runner.stop()
+    await running  # ends cleanly: no failure escaped
+    # Not settled: the jobs stayed the runner's until it stopped and handed them back.
+    again = await store.jobs.claim(["probe"], "next", 10, clock.now(), timedelta(seconds=30))
+    assert sorted((job.ref, job.attempts) for job in again) == [("first", 1), ("second", 1)]
+
+
+class _Slow:
+    """A kind of job whose attempts take until `go` is set."""
+
+    def __init__(self, kind: str, store: Store, *, cut_short_on_stop: bool) -> None:
+        self.kind = kind
+        self.cut_short_on_stop = cut_short_on_stop
+        self._store = store
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def backoff(self, attempt: int) -> float:
+        return 1.0
+
+    async def attempt(self, job: Job) -> Attempt[None]:
+        self.started.set()
+        await self.go.wait()
+        return Attempt()
+
+    async def settle(
+        self, job: Job, attempt: Attempt[None], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        return await self._store.jobs.conclude(job, now, attempt.error, retry_at)
+
+
+async def test_a_clean_stop_cuts_long_attempts_short_and_lets_short_ones_end(
+    store: Store, clock: FakeClock
+) -> None:
+    long = _Slow("long", store, cut_short_on_stop=True)
+    short = _Slow("short", store, cut_short_on_stop=False)
+    runner = Runner(store, Jobs(store, clock, [long, short]), clock, Settings(), sole_runner=False)
+
+    def queue(conn: sa.Connection) -> None:
+        enqueue(conn, "long", "a turn, say", clock.now(), max_attempts=3)
+        enqueue(conn, "short", "a delivery, say", clock.now(), max_attempts=3)
+        store.database.publish(conn, JOBS_TOPIC)
+
+    running = asyncio.create_task(runner.run())
+    await store.database.write(queue)
+    async with asyncio.timeout(10):
+        await long.started.wait()
+        await short.started.wait()
+    runner.stop()
+    await asyncio.sleep(0.1)
+    assert not running.done()  # the short attempt is still going: the stop waits for it
+    short.go.set()
+    await running
+    assert await store.jobs.waiting(["short"]) == 0  # done
+    [handed_back] = await store.jobs.claim(["long"], "next", 1, clock.now(), timedelta(seconds=30))
+    assert handed_back.attempts == 1  # cut short without spending an attempt

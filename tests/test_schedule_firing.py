@@ -15,7 +15,8 @@ import pytest
 
 from conftest import FakeClock
 from fakellm import FakeLLM
-from kennel.storage.schedules import NO_CREDITS, STILL_RUNNING
+from kennel.services.billing import NO_CREDITS
+from kennel.services.schedules import STILL_RUNNING
 from kennelapp import Api, kennel_api, new_schedule, new_worker, settings_for
 
 

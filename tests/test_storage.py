@@ -27,7 +27,7 @@ from kennel.models import (
     WorkspaceFile,
 )
 from kennel.storage import Database, Store
-from records import stored_worker, worker_record
+from records import claim_turns, stored_worker, worker_record
 
 LEASE = timedelta(seconds=30)
 
@@ -178,22 +178,22 @@ async def test_turns_of_one_task_are_claimed_strictly_in_order(
     _, second, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
     _, other, _ = await store.tasks.submit(_submission(worker, "tsk_b"), clock.now(), _accept)
 
-    claimed = await store.runs.claim_turns("r1", 10, clock.now(), LEASE)
+    claimed = await claim_turns(store, "r1", 10, clock.now(), LEASE)
     assert [job.turn_id for job in claimed] == [first.id, other.id]
-    assert await store.runs.claim_turns("r1", 10, clock.now(), LEASE) == []
+    assert await claim_turns(store, "r1", 10, clock.now(), LEASE) == []
 
     job = claimed[0]
     await store.runs.finish_turn(
         job, TurnOutcome(status=TaskStatus.COMPLETED, output_text="hi"), [], clock.now()
     )
-    again = await store.runs.claim_turns("r1", 10, clock.now(), LEASE)
+    again = await claim_turns(store, "r1", 10, clock.now(), LEASE)
     assert [job.turn_id for job in again] == [second.id]
 
 
 async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     assert job.task_key == task.key and job.attempts == 1
     assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
     assert await store.runs.append_events(job, ["{}", "{}"], clock.now(), LEASE) == 3
@@ -202,25 +202,25 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
     assert (await store.tasks.get_turn(turn.id)).first_event_seq == 1
 
     clock.advance(31)
-    [expired] = await store.runs.expired_jobs(clock.now())
-    assert await store.runs.requeue(
+    [expired] = await store.jobs.expired(clock.now())
+    assert await store.jobs.requeue(
         expired, clock.now(), "lease expired", strikes=0, interruptions=1
     )
     with pytest.raises(LeaseLostError):
         await store.runs.append_events(job, ["{}"], clock.now(), LEASE)
     with pytest.raises(LeaseLostError):
         await store.runs.finish_turn(job, TurnOutcome(status=TaskStatus.COMPLETED), [], clock.now())
-    [retry] = await store.runs.claim_turns("r2", 1, clock.now(), LEASE)
+    [retry] = await claim_turns(store, "r2", 1, clock.now(), LEASE)
     # An interruption is not the turn's own failure: it spends no attempt.
     assert retry.turn_id == turn.id and retry.attempts == 1
-    assert not await store.runs.requeue(expired, clock.now(), "stale", strikes=0, interruptions=1)
+    assert not await store.jobs.requeue(expired, clock.now(), "stale", strikes=0, interruptions=1)
 
 
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     await store.auth.set_credit_balance(worker.organization_id, 100)
     task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     outcome = TurnOutcome(
         status=TaskStatus.COMPLETED,
         output_text="done",
@@ -250,13 +250,13 @@ async def test_finish_records_outcome_totals_and_bills(store: Store, clock: Fake
 async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     await store.runs.finish_turn(
         job, TurnOutcome(status=TaskStatus.COMPLETED, model_messages=b"[1]"), [], clock.now()
     )
     await store.tasks.submit(_submission(worker, "tsk_1", "more"), clock.now(), _accept)
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
-    context = await store.runs.load_context(job)
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
+    context = await store.runs.load_context(job.turn_id)
     assert context.turn.input == "more" and context.history == [b"[1]"]
     assert context.worker.id == worker.id and context.task.status is TaskStatus.RUNNING
 
@@ -264,17 +264,17 @@ async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) 
 async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
-    await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
-    [expired] = await store.runs.expired_jobs(clock.now(), every_running=True)
+    await claim_turns(store, "r1", 1, clock.now(), LEASE)
+    [expired] = await store.jobs.expired(clock.now(), every_running=True)
     failed = TurnOutcome(
         status=TaskStatus.ERROR, error=TurnError("interrupted", "the server stopped")
     )
-    assert await store.runs.fail_turn(expired, failed, ['{"type":"error"}'], clock.now())
-    assert not await store.runs.fail_turn(expired, failed, [], clock.now())
+    assert await store.runs.fail_turn(expired.claim(), failed, ['{"type":"error"}'], clock.now())
+    assert not await store.runs.fail_turn(expired.claim(), failed, [], clock.now())
     snapshot = await store.tasks.snapshot(task.key)
     assert snapshot.task.status is TaskStatus.ERROR
     assert snapshot.turns[0].error == TurnError("interrupted", "the server stopped")
-    assert await store.runs.claim_turns("r1", 1, clock.now(), LEASE) == []
+    assert await claim_turns(store, "r1", 1, clock.now(), LEASE) == []
 
 
 async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeClock) -> None:
@@ -312,8 +312,8 @@ async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: 
     snapshot = await store.tasks.snapshot(task.key)
     assert [turn.attachments for turn in snapshot.turns] == expected
     assert (await store.tasks.get_turn(second.id)) == snapshot.turns[1]
-    [job] = await store.runs.claim_turns("r1", 1, clock.now(), LEASE)
-    assert (await store.runs.load_context(job)).turn.attachments == expected[0]
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
+    assert (await store.runs.load_context(job.turn_id)).turn.attachments == expected[0]
     assert third.attachments == ()
 
 
@@ -346,7 +346,7 @@ async def test_concurrent_claimers_never_share_a_job(store: Store, clock: FakeCl
     for number in range(40):
         await store.tasks.submit(_submission(worker, f"tsk_{number}"), clock.now(), _accept)
     batches = await asyncio.gather(
-        *(store.runs.claim_turns(f"r{n}", 7, clock.now(), LEASE) for n in range(8))
+        *(claim_turns(store, f"r{n}", 7, clock.now(), LEASE) for n in range(8))
     )
     claimed = [job.turn_id for batch in batches for job in batch]
     assert len(claimed) == len(set(claimed)) == 40
@@ -363,7 +363,7 @@ async def test_commits_wake_waiters_in_every_process(store: Store, database_url:
         ):
             await store.database.write(lambda conn: store.database.publish(conn, "task:42"))
             assert await local.wait(5)
-            if not store.is_sqlite:
+            if not store.database.dialect.sole_process:
                 assert await remote.wait(5)
             assert not await local.wait(0.05)
     finally:

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import (
-    Budget,
-    DeliveryStatus,
-    Submission,
-    Task,
-    TaskStatus,
-    TriggeredBy,
-    WebhookExecution,
-    Worker,
-)
+from kennel.models import Budget, Submission, Task, TaskStatus, TriggeredBy, Worker
+from kennel.models.webhooks import DeliveryStatus, WebhookExecution
 from kennel.storage import Store
-from kennel.storage.webhooks import AttemptResult, queue_delivery
+from kennel.storage.webhooks import queue_delivery
 from records import stored_worker
 
 
@@ -58,9 +49,9 @@ async def test_set_url_keeps_the_first_token(store: Store, clock: FakeClock) -> 
 async def test_clear_forgets_url_and_token(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
-    await store.webhooks.clear(worker.id)
+    await store.webhooks.clear(worker.id, clock.now())
     assert await store.webhooks.get(worker.id) is None
-    await store.webhooks.clear(worker.id)
+    await store.webhooks.clear(worker.id, clock.now())
     again = await store.webhooks.set_url(worker.id, "https://a.example/", "whk_new", clock.now())
     assert again.token == "whk_new"
 
@@ -144,36 +135,45 @@ async def _queued_delivery(store: Store, clock: FakeClock) -> Worker:
     task, turn, _ = await store.tasks.submit(submission, clock.now(), _accept)
 
     def work(conn: Any) -> bool:
-        return queue_delivery(conn, task.key, turn.id, TaskStatus.COMPLETED, clock.now())
+        return queue_delivery(conn, task.key, turn.id, TaskStatus.COMPLETED, clock.now(), 8)
 
     assert await store.database.write(work)
     return worker
 
 
-async def test_each_delivery_is_claimed_by_one_attempt_at_a_time(
+async def test_a_delivery_is_a_job_whose_attempts_are_logged_while_it_is_held(
     store: Store, clock: FakeClock
 ) -> None:
     worker = await _queued_delivery(store, clock)
     lease = timedelta(seconds=30)
-    claims = await asyncio.gather(
-        *(store.webhooks.claim_deliveries(f"owner-{n}", clock.now(), lease, 10) for n in range(4))
-    )
-    [[delivery]] = [claim for claim in claims if claim]
+    [job] = await store.jobs.claim(["webhook"], "owner", 10, clock.now(), lease)
+    delivery = await store.webhooks.delivery(job)
+    assert delivery is not None
     assert (delivery.attempt, delivery.token, delivery.event_type) == (
         1,
         "whk_first",
         "task.completed",
     )
-    assert await store.webhooks.claim_deliveries("late", clock.now(), lease, 10) == []
-
     clock.advance(31)  # the attempt died with its process: the delivery is due again
-    [again] = await store.webhooks.claim_deliveries("next", clock.now(), lease, 10)
-    assert (again.id, again.attempt) == (delivery.id, 2)
+    [expired] = await store.jobs.expired(clock.now())
+    assert await store.jobs.requeue(expired, clock.now(), "lost", strikes=0, interruptions=1)
+    [again] = await store.jobs.claim(["webhook"], "next", 10, clock.now(), lease)
+    assert again.ref == job.ref
 
     execution = _execution(worker, clock, task_key=delivery.task_key)
-    lost = AttemptResult(execution, "{}", retry_at=None)
-    assert not await store.webhooks.finish_attempt(delivery, lost)  # its claim was taken over
-    assert await store.webhooks.finish_attempt(again, lost)
-    assert await store.webhooks.next_delivery_due() is None
+    assert not await store.webhooks.finish_attempt(job, execution, "{}", clock.now(), None)
+    assert await store.webhooks.finish_attempt(again, execution, "{}", clock.now(), None)
+    assert await store.jobs.waiting(["webhook"]) == 0
     logged, total = await store.webhooks.executions(delivery.worker_id, offset=0, limit=10)
     assert total == 1 and logged[0].id == execution.id
+
+
+async def test_clearing_a_webhook_drops_the_events_waiting_for_it(
+    store: Store, clock: FakeClock
+) -> None:
+    worker = await _queued_delivery(store, clock)
+    await store.webhooks.clear(worker.id, clock.now())
+    assert await store.jobs.waiting(["webhook"]) == 0
+    assert (
+        await store.jobs.claim(["webhook"], "owner", 10, clock.now(), timedelta(seconds=30)) == []
+    )

@@ -1,6 +1,6 @@
 """Webhook delivery (issue 4, spec §16.5): a real receiver on 127.0.0.1, a fake clock for the
 retry schedule. The delivery loop makes the first attempt on its own; retries are driven by
-moving the clock and calling `deliver_due()`."""
+moving the clock and calling the runner's `work_due()`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,11 @@ async def _executions(api: Api, worker_id: str, count: int) -> list[Any]:
             await asyncio.sleep(0.02)
 
 
+async def _waiting(api: Api) -> int:
+    """Deliveries queued for another attempt (or in the middle of one)."""
+    return await api.kennel.store.jobs.waiting(["webhook"])
+
+
 async def _arrived(receiver: Receiver, url: str, count: int) -> list[Delivery]:
     await asyncio.to_thread(receiver.wait_for, url, 10, count)
     return receiver.to(url)
@@ -96,12 +101,12 @@ async def test_a_receiver_down_for_a_while_gets_the_event_when_it_recovers(
     worker = await _run(hooked, worker_id, "retry me")
     await _executions(hooked, worker_id, 1)  # the first attempt, made at once
 
-    assert await hooked.kennel.deliverer.deliver_due() == 0  # not due yet: backing off
+    assert await hooked.kennel.runner.work_due("webhook") == 0  # not due yet: backing off
     for attempt in (1, 2, 3):
         clock.advance(10 * 4 ** (attempt - 1) * 1.2)  # the longest wait, jitter included
-        assert await hooked.kennel.deliverer.deliver_due() == 1
+        assert await hooked.kennel.runner.work_due("webhook") == 1
     clock.advance(10**6)
-    assert await hooked.kennel.deliverer.deliver_due() == 0  # delivered: nothing left
+    assert await hooked.kennel.runner.work_due("webhook") == 0  # delivered: nothing left
 
     deliveries = await _arrived(receiver, url, 4)
     assert len(deliveries) == 4
@@ -137,10 +142,10 @@ async def test_an_event_is_given_up_after_the_last_attempt(
         await _executions(api, worker_id, 1)
         for _ in range(2):
             clock.advance(3600)
-            assert await api.kennel.deliverer.deliver_due() == 1
+            assert await api.kennel.runner.work_due("webhook") == 1
         clock.advance(10**7)
-        assert await api.kennel.deliverer.deliver_due() == 0
-        assert await api.kennel.store.webhooks.next_delivery_due() is None
+        assert await api.kennel.runner.work_due("webhook") == 0
+        assert await _waiting(api) == 0
         assert len(await _executions(api, worker_id, 3)) == 3
         assert len(receiver.to(url)) == 3
 
@@ -197,7 +202,7 @@ async def test_unreachable_and_slow_endpoints_are_logged_and_retried(
         [timed_out] = await _executions(api, slow, 1)
         assert timed_out["errorMessage"] == "timed out after 0.3 s"
         assert timed_out["durationMs"] < 2000
-        assert await api.kennel.store.webhooks.next_delivery_due() is not None  # retried later
+        assert await _waiting(api) == 2  # both retried later
 
 
 async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
@@ -230,9 +235,9 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
         assert receiver.to(url.replace("hooks.example.test", "127.0.0.1")) == []
 
         # A refusal is final: no retry is waiting, however long one waits.
-        assert await api.kennel.store.webhooks.next_delivery_due() is None
+        assert await _waiting(api) == 0
         clock.advance(10**7)
-        assert await api.kennel.deliverer.deliver_due() == 0
+        assert await api.kennel.runner.work_due("webhook") == 0
         assert len(await _executions(api, worker_id, 1)) == 1
         [warning] = [r for r in caplog.records if r.name == "kennel.services.deliveries"]
         assert warning.levelname == "WARNING"
@@ -244,7 +249,7 @@ async def test_no_webhook_no_delivery_and_a_removed_webhook_drops_the_event(
 ) -> None:
     worker_id = await new_worker(hooked.client)
     await _run(hooked, worker_id, "nobody listens")
-    assert await hooked.kennel.store.webhooks.next_delivery_due() is None
+    assert await _waiting(hooked) == 0
 
     url = receiver.endpoint(500)
     await _hook(hooked, worker_id, url)
@@ -252,8 +257,8 @@ async def test_no_webhook_no_delivery_and_a_removed_webhook_drops_the_event(
     await _executions(hooked, worker_id, 1)
     assert (await hooked.client.delete(f"/api/workers/{worker_id}/webhook")).status_code == 200
     clock.advance(3600)
-    assert await hooked.kennel.deliverer.deliver_due() == 0
-    assert await hooked.kennel.store.webhooks.next_delivery_due() is None
+    assert await hooked.kennel.runner.work_due("webhook") == 0
+    assert await _waiting(hooked) == 0
     assert len(receiver.to(url)) == 1
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -31,6 +32,7 @@ from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
 from kennel.services.auth import AuthService
 from kennel.services.deliveries import WebhookDeliverer
+from kennel.services.jobs import Handler, Jobs
 from kennel.services.keys import KeyService
 from kennel.services.mail import MailService
 from kennel.services.mailer import Mailer
@@ -43,9 +45,7 @@ from kennel.services.turns import TurnService
 from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
-from kennel.storage import Database, Store
-from kennel.storage.database import ProcessLock
-from kennel.storage.wakeups import DELIVERIES_TOPIC, SCHEDULES_TOPIC
+from kennel.storage import SCHEDULES_TOPIC, ProcessLock, Store
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +63,14 @@ class Kennel:
     runner: Runner
     scheduler: DueLoop
     deliverer: WebhookDeliverer
-    delivery_loop: DueLoop
     engines: Engines
-    mailer: Mailer
-    mail_loop: DueLoop
     smtp: SmtpGateway | None
     """The SMTP listener, when `KENNEL_SMTP_PORT` is set."""
 
 
 def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     clock = clock or SystemClock()
-    store = Store(Database(settings.resolved_database_url))
+    store = Store.for_settings(settings)
     catalog = ModelCatalog(settings)
     engines = Engines.from_settings(settings)
     runtime = AgentRuntime(catalog, model_timeout=settings.model_timeout_seconds, engines=engines)
@@ -88,7 +85,6 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     )
     services = Services(
         settings=settings,
-        store=store,
         auth=auth,
         workers=worker_service,
         tasks=TaskService(store, worker_service, workspaces, catalog, clock, settings),
@@ -114,21 +110,20 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         usage=services.usage,
     )
     turns = TurnService(store, runtime, catalog, clock, settings, workspaces)
-    runner = Runner(store, turns, clock, settings, sole_runner=store.is_sqlite)
-    wakeups = store.database.wakeups
-    scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
     wire = services.wire
 
     def task_event(state: WorkerState) -> JSONObject:
         assert state.snapshot is not None  # a delivery's task exists
         return {"task": wire.task(state.snapshot.task), "worker": wire.worker(state)}
 
-    deliverer = WebhookDeliverer(
-        store, services.tasks, task_event, clock, settings, owner=runner.owner
-    )
-    delivery_loop = DueLoop("delivering webhooks", deliverer.tick, wakeups, DELIVERIES_TOPIC)
-    mailer = Mailer(store, workspaces, clock, settings, owner=runner.owner)
-    mail_loop = DueLoop("sending mail", mailer.tick, wakeups, DELIVERIES_TOPIC)
+    deliverer = WebhookDeliverer(store, services.tasks, task_event, clock, settings)
+    handlers: list[Handler[Any]] = [turns, deliverer]
+    if settings.smtp_relay is not None:  # without one, mail waits in the queue
+        handlers.append(Mailer(store, workspaces, clock, settings, settings.smtp_relay))
+    jobs = Jobs(store, clock, handlers)
+    runner = Runner(store, jobs, clock, settings, sole_runner=store.database.dialect.sole_process)
+    wakeups = store.database.wakeups
+    scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
     smtp = None
     if settings.smtp_port is not None:
         smtp = SmtpGateway(MailService(store, services.tasks, clock, settings), settings)
@@ -142,19 +137,16 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         runner,
         scheduler,
         deliverer,
-        delivery_loop,
         engines,
-        mailer,
-        mail_loop,
         smtp,
     )
 
 
 @asynccontextmanager
 async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[Kennel]:
-    """Migrated database, wake-ups and (by default) the background work: the runner, the
-    schedule firing, webhook delivery and mail sending loops and the SMTP listener, for as
-    long as the block lasts."""
+    """Migrated database, wake-ups and (by default) the background work: the runner (turns,
+    webhook deliveries and mail, all jobs of one queue), the schedule firing loop and the SMTP
+    listener, for as long as the block lasts."""
     lock = ProcessLock.for_database(kennel.store.database)
     try:
         await kennel.store.migrate()
@@ -163,8 +155,6 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
             if with_runner:
                 group.create_task(kennel.runner.run())
                 group.create_task(kennel.scheduler.run())
-                group.create_task(kennel.delivery_loop.run())
-                group.create_task(kennel.mail_loop.run())
                 if kennel.smtp is not None:
                     _warn_without_relay(kennel.settings)
                     await kennel.smtp.start()
@@ -175,8 +165,6 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
                     await kennel.smtp.stop()
                 kennel.runner.stop()
                 kennel.scheduler.stop()
-                kennel.delivery_loop.stop()
-                kennel.mail_loop.stop()
     finally:
         await kennel.deliverer.aclose()
         await kennel.engines.aclose()

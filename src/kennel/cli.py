@@ -16,7 +16,7 @@ from kennel.errors import KennelError
 from kennel.operations import build_operations
 from kennel.operators import credits, list_keys, revoke_key, usage
 from kennel.services.auth import CreatedKey
-from kennel.storage.database import ProcessLock
+from kennel.storage import ProcessLock
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -192,13 +192,9 @@ class Settings(BaseSettings):
             url = make_url(self.resolved_database_url)
         except ArgumentError:
             return f"(not a database URL) (from {source})"
-        if self.is_sqlite and url.database:
+        if url.get_backend_name() == "sqlite" and url.database:  # a file: show where
             url = url.set(database=str(Path(url.database).resolve()))
         return f"{url.render_as_string(hide_password=True)} (from {source})"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.resolved_database_url.startswith("sqlite")
 
     @property
     def base_url(self) -> str:

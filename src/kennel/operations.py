@@ -11,7 +11,7 @@ from kennel.services.auth import AuthService
 from kennel.services.keys import KeyService
 from kennel.services.organizations import OrganizationService
 from kennel.services.usage import UsageService
-from kennel.storage import Database, Store
+from kennel.storage import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class Operations:
 
 def build_operations(settings: Settings, clock: Clock | None = None) -> Operations:
     clock = clock or SystemClock()
-    store = Store(Database(settings.resolved_database_url))
+    store = Store.for_settings(settings)
     return Operations(
         store,
         AuthService(store, clock),

@@ -20,7 +20,6 @@ from kennel.services.tasks import TaskService
 from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
-from kennel.storage import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,6 @@ class Services:
     """Everything the API uses, wired once by `kennel.app` and kept in `app.state.services`."""
 
     settings: Settings
-    store: Store
     auth: AuthService
     workers: WorkerService
     tasks: TaskService

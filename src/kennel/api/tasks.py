@@ -16,9 +16,8 @@ from kennel.api.openapi import COMMON_ERRORS, STREAM_OR_JSON, errors, task_bodie
 from kennel.api.schemas import CreateTaskBody, PageNumber
 from kennel.api.sse import sse_response, task_events
 from kennel.files.uploads import read_multipart
-from kennel.models import TaskStatus
+from kennel.models import TaskSnapshot, TaskStatus
 from kennel.services.tasks import Submitted, TaskRequest
-from kennel.storage import TaskSnapshot
 
 router = APIRouter(prefix="/api/tasks", responses=COMMON_ERRORS)
 

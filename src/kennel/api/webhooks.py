@@ -13,7 +13,8 @@ from kennel.api.deps import PrincipalDep, ServicesDep
 from kennel.api.openapi import COMMON_ERRORS, errors, json_body
 from kennel.api.schemas import PageNumber
 from kennel.clock import iso
-from kennel.models import Page, Webhook, WebhookExecution
+from kennel.models import Page
+from kennel.models.webhooks import Webhook, WebhookExecution
 
 router = APIRouter(prefix="/api/workers/{worker_id}/webhook", responses=COMMON_ERRORS)
 

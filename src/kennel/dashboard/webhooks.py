@@ -8,7 +8,8 @@ from fastapi.responses import RedirectResponse
 from kennel.dashboard.deps import DashboardDep, PostedDep
 from kennel.dashboard.render import page
 from kennel.dashboard.routing import DashboardRoute
-from kennel.models import Webhook, Worker
+from kennel.models import Worker
+from kennel.models.webhooks import Webhook
 
 router = APIRouter(route_class=DashboardRoute)
 

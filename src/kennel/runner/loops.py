@@ -1,4 +1,4 @@
-"""Background loops that do timed work (fire schedules, deliver webhooks) when it is due."""
+"""A background loop that does timed work when it is due (schedule firing)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from kennel.storage.wakeups import Wakeups
+from kennel.storage import Wakeups
 
 logger = logging.getLogger(__name__)
 

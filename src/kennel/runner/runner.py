@@ -1,67 +1,76 @@
-"""Claims turn jobs, keeps their leases alive, and runs each with the turn service."""
+"""Claims jobs of every kind, keeps their leases alive, and hands each to its handler."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from kennel.clock import Clock
+from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
-from kennel.models import TurnJob
-from kennel.services.turns import TurnService
-from kennel.storage import Store
-from kennel.storage.wakeups import JOBS_TOPIC
+from kennel.models.jobs import Job
+from kennel.services.jobs import Jobs
+from kennel.storage import JOBS_TOPIC, Store, Subscription
 
 logger = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
+MAX_SLEEP_SECONDS = 60.0
+"""Look again at least this often: a wake-up is a hint, never the only way to see new jobs."""
 
 
 class Runner:
-    """Runs up to `runner_concurrency` turns at once; `run()` lasts until cancelled.
+    """Runs up to `runner_concurrency` jobs at once, of every registered kind; `run()` lasts
+    until `stop()`.
 
     Leases are renewed by a heartbeat every third of the lease; a reaper hands jobs of dead
     runners back to the queue. With `sole_runner` (SQLite, where a file lock guarantees no
-    other process), every job still marked running at start belongs to a dead run.
+    other process), every job still marked running at start belongs to a dead run. Between
+    claims it sleeps until the next job is due or a commit publishes `JOBS_TOPIC`.
     """
 
     def __init__(
         self,
         store: Store,
-        turns: TurnService,
+        jobs: Jobs,
         clock: Clock,
         settings: Settings,
         *,
         sole_runner: bool,
     ) -> None:
         self._store = store
-        self._turns = turns
+        self._jobs = jobs
         self._clock = clock
         self._concurrency = settings.runner_concurrency
         self._lease = timedelta(seconds=settings.job_lease_seconds)
         self._sole_runner = sole_runner
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._active: set[asyncio.Task[None]] = set()
+        self._active: dict[asyncio.Task[None], Job] = {}
+        self._retries: list[datetime] = []
+        """When retries this process set are due (a heap)."""
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Run until `stop()`: the loops end between database calls, never in the middle of one
         (a query cancelled mid-flight can leave a PostgreSQL connection unusable)."""
-        await self._turns.recover(every_running=self._sole_runner)
+        await self._jobs.recover(every_running=self._sole_runner)
+        queued = await self._store.jobs.next_due(self._jobs.kinds)
+        if queued is not None:  # retries set before this start
+            heapq.heappush(self._retries, queued)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._every(self._lease.total_seconds() / 3, self._heartbeat))
                 group.create_task(self._every(self._lease.total_seconds() / 2, self._reap))
                 await self._claim_loop(group)
-                for task in list(self._active):
-                    task.cancel()
+                for task, job in list(self._active.items()):
+                    if self._jobs.cut_short_on_stop(job):
+                        task.cancel()
         finally:
             await asyncio.shield(self._release())
 
@@ -70,41 +79,63 @@ class Runner:
         self._slot_freed.set()
         self._store.database.wakeups.publish_local(JOBS_TOPIC)
 
+    async def work_due(self, *kinds: str) -> int:
+        """Claim the jobs of `kinds` (default: every kind) due now and run them to their end,
+        here and now; returns how many were claimed. (The claim loop does the same on its own;
+        this is for a caller that moved the clock.)"""
+        claimed = await self._claim(list(kinds) or self._jobs.kinds, self._concurrency)
+        await asyncio.gather(*(self._run(job) for job in claimed))
+        return len(claimed)
+
     async def _claim_loop(self, group: asyncio.TaskGroup) -> None:
         wakeups = self._store.database.wakeups
         with wakeups.subscribe(JOBS_TOPIC) as new_jobs:
             while not self._stopping.is_set():
                 free = self._concurrency - len(self._active)
-                claimed = []
-                if free > 0:
-                    claimed = await self._store.runs.claim_turns(
-                        self.owner, free, self._clock.now(), self._lease
-                    )
-                for job in claimed:
-                    task = group.create_task(self._turns_run(job))
-                    self._active.add(task)
-                    task.add_done_callback(self._finished)
-                if free > 0 and len(claimed) == free:
-                    continue
                 if free <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
-                else:
-                    await new_jobs.wait(POLL_SECONDS)
+                    continue
+                claimed = await self._claim(self._jobs.kinds, free)
+                for job in claimed:
+                    task = group.create_task(self._run(job))
+                    self._active[task] = job
+                    task.add_done_callback(self._finished)
+                if len(claimed) < free:
+                    await self._sleep(new_jobs)
 
-    async def _turns_run(self, job: TurnJob) -> None:
+    async def _claim(self, kinds: list[str], limit: int) -> list[Job]:
+        now = self._clock.now()
+        return await self._store.jobs.claim(kinds, self.owner, limit, now, self._lease)
+
+    async def _run(self, job: Job) -> None:
         try:
-            await self._turns.run(job)
-        except Exception:
-            if self._stopping.is_set():
-                logger.info(
-                    "turn %s interrupted by shutdown; it goes back to the queue", job.turn_id
-                )
-            else:
-                logger.exception("turn job failed; it will be retried when its lease expires")
+            retry_at = await self._jobs.run(job)
+        except Exception:  # settling failed (the database is away): the lease will run out
+            logger.exception(
+                "%s job %s: not settled; taken over when its lease expires", job.kind, job.job_id
+            )
+            return
+        if retry_at is not None:
+            heapq.heappush(self._retries, retry_at)
+
+    async def _sleep(self, new_jobs: Subscription) -> None:
+        """Until a commit publishes `JOBS_TOPIC` or the next retry this process knows of is due.
+        An idle runner also looks in the queue for retries it does not know of (set by a
+        process that has stopped) once in a while: no claim spends a statement on it."""
+        now = self._clock.now()
+        while self._retries and self._retries[0] <= now:
+            heapq.heappop(self._retries)  # the claim just made took it, or it waits its turn
+        due = seconds_until(self._retries[0], now) if self._retries else None
+        if await new_jobs.wait(MAX_SLEEP_SECONDS if due is None else min(due, MAX_SLEEP_SECONDS)):
+            return
+        if due is None:
+            queued = await self._store.jobs.next_due(self._jobs.kinds)
+            if queued is not None and queued > now:
+                heapq.heappush(self._retries, queued)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._active.discard(task)
+        self._active.pop(task, None)
         self._slot_freed.set()
 
     async def _every(self, seconds: float, action: Callable[[], Awaitable[object]]) -> None:
@@ -120,16 +151,16 @@ class Runner:
                 logger.exception("runner housekeeping failed (%s)", getattr(action, "__name__", ""))
 
     async def _heartbeat(self) -> None:
-        await self._store.runs.extend_leases(self.owner, self._clock.now(), self._lease)
+        await self._store.jobs.extend_leases(self.owner, self._clock.now(), self._lease)
 
     async def _reap(self) -> None:
-        await self._turns.recover()
+        await self._jobs.recover()
 
     async def _release(self) -> None:
         try:
-            released = await self._store.runs.release(self.owner)
+            released = await self._store.jobs.release(self.owner)
         except Exception:
             logger.exception("could not hand back running jobs")
             return
         if released:
-            logger.info("handed back %d unfinished turn(s) to the queue", released)
+            logger.info("handed back %d unfinished job(s) to the queue", released)

@@ -10,6 +10,12 @@ from kennel.config import Settings
 from kennel.models import BUDGET_CAPS, Budget, BudgetCaps, Usage
 
 TOKENS_PER_CREDIT = 1000
+NO_CREDITS = "the organization has no credits left"
+
+
+def has_credits(balance: int | None) -> bool:
+    """Whether an organization may start work: it has credits left, or no balance at all."""
+    return balance is None or balance > 0
 
 
 def credits_for(usage: Usage, model_name: str, prices: Mapping[str, float]) -> int:

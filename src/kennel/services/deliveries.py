@@ -13,25 +13,24 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import httpx
 
 from kennel import __version__, ids
-from kennel.clock import Clock, iso, seconds_until
+from kennel.clock import Clock, iso
 from kennel.config import Settings
-from kennel.models import DeliveryStatus, JSONObject, WebhookDelivery, WebhookExecution
+from kennel.models import JSONObject
+from kennel.models.jobs import WEBHOOK_JOB, Job
+from kennel.models.webhooks import DeliveryStatus, WebhookDelivery, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url, guarded_client
 from kennel.services.backoff import backoff_seconds
+from kennel.services.jobs import Attempt
 from kennel.services.tasks import TaskService, WorkerState
 from kennel.services.webhooks import explain
 from kennel.storage import Store
-from kennel.storage.webhooks import AttemptResult
 
 logger = logging.getLogger(__name__)
-
-BATCH = 50
-"""Deliveries claimed at once; their attempts run concurrently."""
 
 RenderEvent = Callable[[WorkerState], JSONObject]
 """The event's `data`: `{"task": Task, "worker": Worker}` as the API shows them."""
@@ -63,8 +62,22 @@ class _Answer:
     """The network policy refused the destination: trying again can't help."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What an attempt leaves for the execution log."""
+
+    delivery: WebhookDelivery
+    body: str
+    status: int | None
+    duration_ms: int
+    refused: bool
+
+
 class WebhookDeliverer:
-    """Claims due deliveries and makes one attempt at each; `tick()` is its loop's step."""
+    """The `webhook` kind of job: one signed POST of a task's end to its worker's webhook."""
+
+    kind = WEBHOOK_JOB
+    cut_short_on_stop = False
 
     def __init__(
         self,
@@ -74,7 +87,6 @@ class WebhookDeliverer:
         clock: Clock,
         settings: Settings,
         *,
-        owner: str,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -82,36 +94,27 @@ class WebhookDeliverer:
         self._render = render
         self._clock = clock
         self._settings = settings
-        self._owner = owner
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
-        self._lease = timedelta(seconds=2 * settings.webhook_timeout_seconds + 30)
         self._client: httpx.AsyncClient | None = None
 
-    async def tick(self) -> float | None:
-        """Deliver what is due; returns the seconds until the next delivery is (None: none)."""
-        while await self.deliver_due() == BATCH:
-            pass
-        return seconds_until(await self._store.webhooks.next_delivery_due(), self._clock.now())
-
-    async def deliver_due(self) -> int:
-        """One attempt at each delivery due now (up to a batch); returns how many were made."""
-        claimed = await self._store.webhooks.claim_deliveries(
-            self._owner, self._clock.now(), self._lease, BATCH
-        )
-        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
-        return len(claimed)
+    def backoff(self, attempt: int) -> float:
+        return retry_delay(attempt, self._settings, self._rng)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    async def _attempt(self, delivery: WebhookDelivery) -> None:
+    async def attempt(self, job: Job) -> Attempt[_Sent]:
+        delivery = await self._store.webhooks.delivery(job)
+        if delivery is None:
+            return Attempt(
+                error="the webhook was removed before the event could be sent", final=True
+            )
         body = delivery.body if delivery.body is not None else await self._body_of(delivery)
         if body is None:
-            answer = _Answer(None, "the worker was deleted before its event could be sent")
-            await self._settle(delivery, "", answer, 0, final=True)
-            return
+            error = "the worker was deleted before its event could be sent"
+            return Attempt(error=error, final=True, record=_Sent(delivery, "", None, 0, False))
         sent_at = self._clock.now()
         headers = {
             "Content-Type": "application/json",
@@ -122,7 +125,48 @@ class WebhookDeliverer:
         started = time.monotonic()
         answer = await self._post(delivery.url, body, headers)
         duration_ms = int((time.monotonic() - started) * 1000)
-        await self._settle(delivery, body, answer, duration_ms, final=answer.refused)
+        sent = _Sent(delivery, body, answer.status, duration_ms, answer.refused)
+        return Attempt(error=answer.error, final=answer.refused, record=sent)
+
+    async def settle(
+        self, job: Job, attempt: Attempt[_Sent], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        """Log the attempt as a `WebhookExecution` with its job's settling."""
+        sent = attempt.record
+        if sent is None:  # nothing was sent: there is nothing to log
+            return await self._store.jobs.conclude(job, now, attempt.error, None)
+        delivery = sent.delivery
+        execution = WebhookExecution(
+            id=ids.new_id("whe"),
+            worker_id=delivery.worker_id,
+            organization_id=delivery.organization_id,
+            url=delivery.url,
+            request_status=DeliveryStatus.ERROR if attempt.error else DeliveryStatus.SUCCESS,
+            response_status=sent.status,
+            error_message=attempt.error,
+            duration_ms=sent.duration_ms,
+            created_at=now,
+            task_key=delivery.task_key,
+            task_id=delivery.task_id,
+            task_title=delivery.task_title,
+        )
+        if sent.refused:
+            # The reason names the host; the URL itself may carry a receiver's secret.
+            logger.warning(
+                "webhook delivery %s of worker %s: %s",
+                delivery.id,
+                delivery.worker_id,
+                attempt.error,
+            )
+        elif attempt.error:
+            logger.info(
+                "webhook delivery %s, attempt %d: %s%s",
+                delivery.id,
+                delivery.attempt,
+                attempt.error,
+                f"; next attempt at {iso(retry_at)}" if retry_at else "; giving up",
+            )
+        return await self._store.webhooks.finish_attempt(job, execution, sent.body, now, retry_at)
 
     async def _body_of(self, delivery: WebhookDelivery) -> str | None:
         worker = await self._store.workers.get(delivery.organization_id, delivery.worker_id)
@@ -162,55 +206,6 @@ class WebhookDeliverer:
         if 200 <= status < 300:
             return _Answer(status, None)
         return _Answer(status, f"the endpoint answered HTTP {status}")
-
-    async def _settle(
-        self,
-        delivery: WebhookDelivery,
-        body: str,
-        answer: _Answer,
-        duration_ms: int,
-        *,
-        final: bool,
-    ) -> None:
-        now = self._clock.now()
-        succeeded = answer.error is None
-        execution = WebhookExecution(
-            id=ids.new_id("whe"),
-            worker_id=delivery.worker_id,
-            organization_id=delivery.organization_id,
-            url=delivery.url,
-            request_status=DeliveryStatus.SUCCESS if succeeded else DeliveryStatus.ERROR,
-            response_status=answer.status,
-            error_message=answer.error,
-            duration_ms=duration_ms,
-            created_at=now,
-            task_key=delivery.task_key,
-            task_id=delivery.task_id,
-            task_title=delivery.task_title,
-        )
-        retry_at = None
-        if not succeeded and not final and delivery.attempt < self._settings.webhook_max_attempts:
-            delay = retry_delay(delivery.attempt, self._settings, self._rng)
-            retry_at = now + timedelta(seconds=delay)
-        if answer.refused:
-            # The reason names the host; the URL itself may carry a receiver's secret.
-            logger.warning(
-                "webhook delivery %s of worker %s: %s",
-                delivery.id,
-                delivery.worker_id,
-                answer.error,
-            )
-        elif not succeeded:
-            logger.info(
-                "webhook delivery %s, attempt %d: %s%s",
-                delivery.id,
-                delivery.attempt,
-                answer.error,
-                f"; next attempt at {iso(retry_at)}" if retry_at else "; giving up",
-            )
-        result = AttemptResult(execution, body, retry_at)
-        if not await self._store.webhooks.finish_attempt(delivery, result):
-            logger.warning("webhook delivery %s: claim lost, attempt not recorded", delivery.id)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -15,10 +15,10 @@ from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import InvalidInputError
 from kennel.files.workspace import Upload, safe_relative_path
-from kennel.models import InboundEmail, Principal, TriggeredBy, Worker
+from kennel.models import Principal, TriggeredBy, Worker
+from kennel.models.mail import Bounce, InboundEmail
 from kennel.services.tasks import TaskRequest, TaskService
 from kennel.storage import Store
-from kennel.storage.mail import Bounce
 
 logger = logging.getLogger(__name__)
 

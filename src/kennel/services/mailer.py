@@ -8,26 +8,26 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
 
-from kennel.clock import Clock, seconds_until
+from kennel.clock import Clock
 from kennel.config import Settings, SmtpRelay
 from kennel.errors import InvalidInputError
 from kennel.files.workspace import Workspaces, download_url, media_type_for
 from kennel.models import TaskStatus, Turn, Worker
+from kennel.models.jobs import MAIL_JOB, Job
+from kennel.models.mail import REPLY, OutgoingMail
 from kennel.services.backoff import backoff_seconds
+from kennel.services.jobs import Attempt
 from kennel.storage import Store
-from kennel.storage.mail import REPLY, OutgoingMail
 
 logger = logging.getLogger(__name__)
 
-BATCH = 20
-"""Mails claimed at once; they are sent concurrently."""
 RETRY_MAX_SECONDS = 6 * 3600.0
 _ATOM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -38,8 +38,19 @@ class _Failure:
     permanent: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Mailing:
+    """The mail an attempt was about, and its Message-ID once it went out."""
+
+    mail: OutgoingMail
+    message_id: str | None = None
+
+
 class Mailer:
-    """Claims due mails and makes one sending attempt at each; `tick()` is its loop's step."""
+    """The `mail` kind of job: one attempt at sending a queued mail through the relay."""
+
+    kind = MAIL_JOB
+    cut_short_on_stop = False
 
     def __init__(
         self,
@@ -47,48 +58,51 @@ class Mailer:
         workspaces: Workspaces,
         clock: Clock,
         settings: Settings,
+        relay: SmtpRelay,
         *,
-        owner: str,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._workspaces = workspaces
         self._clock = clock
         self._settings = settings
-        self._relay = settings.smtp_relay
+        self._relay = relay
         self._domain = settings.email_domain.lower()
-        self._owner = owner
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
-        self._lease = timedelta(seconds=2 * settings.smtp_timeout_seconds + 30)
 
-    async def tick(self) -> float | None:
-        """Send what is due; returns the seconds until the next mail is (None: none)."""
-        if self._relay is None:
-            return None
-        while await self.send_due() == BATCH:
-            pass
-        return seconds_until(await self._store.mail.next_due(), self._clock.now())
+    def backoff(self, attempt: int) -> float:
+        first = self._settings.smtp_retry_seconds
+        return backoff_seconds(attempt, first=first, most=RETRY_MAX_SECONDS, rng=self._rng)
 
-    async def send_due(self) -> int:
-        """One attempt at each mail due now (up to a batch); returns how many were made."""
-        if self._relay is None:
-            return 0
-        claimed = await self._store.mail.claim(self._owner, self._clock.now(), self._lease, BATCH)
-        await asyncio.gather(*(self._attempt(self._relay, mail) for mail in claimed))
-        return len(claimed)
-
-    async def _attempt(self, relay: SmtpRelay, mail: OutgoingMail) -> None:
+    async def attempt(self, job: Job) -> Attempt[_Mailing]:
+        mail = await self._store.mail.outgoing(job)
+        if mail is None:
+            return Attempt(error="the mail is gone", final=True)
         worker = await self._store.mail.worker(mail.worker_id)
         if worker is None:
-            await self._settle(mail, _Failure("the worker was deleted", permanent=True))
-            return
+            return Attempt(error="the worker was deleted", final=True, record=_Mailing(mail))
         message = await self._compose(worker, mail)
-        failure = await self._send(relay, mail, message)
-        if failure is None:
-            if not await self._store.mail.sent(mail, message["Message-ID"], self._clock.now()):
-                logger.warning("mail %s: claim lost, sending not recorded", mail.id)
-            return
-        await self._settle(mail, failure)
+        failure = await self._send(self._relay, mail, message)
+        if failure is not None:
+            return Attempt(error=failure.error, final=failure.permanent, record=_Mailing(mail))
+        return Attempt(record=_Mailing(mail, message["Message-ID"]))
+
+    async def settle(
+        self, job: Job, attempt: Attempt[_Mailing], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        """A sent mail is remembered for its thread; a failed one is tried again or given up."""
+        mailing = attempt.record
+        if mailing is not None and mailing.message_id is not None:
+            return await self._store.mail.sent(job, mailing.mail, mailing.message_id, now)
+        logger.info(
+            "mail %s to %s, attempt %d: %s%s",
+            job.ref,
+            mailing.mail.recipient if mailing else "(unknown)",
+            job.attempts,
+            attempt.error,
+            f"; next attempt at {retry_at.isoformat()}" if retry_at else "; giving up",
+        )
+        return await self._store.jobs.conclude(job, now, attempt.error, retry_at)
 
     async def _compose(self, worker: Worker, mail: OutgoingMail) -> EmailMessage:
         message = EmailMessage()
@@ -169,26 +183,6 @@ class Mailer:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             return _Failure(f"could not reach the relay: {error or type(error).__name__}", False)
         return None
-
-    async def _settle(self, mail: OutgoingMail, failure: _Failure) -> None:
-        now = self._clock.now()
-        retry_at = None
-        if not failure.permanent and mail.attempt < self._settings.smtp_max_attempts:
-            retry_at = now + timedelta(seconds=self._retry_delay(mail.attempt))
-        logger.info(
-            "mail %s to %s, attempt %d: %s%s",
-            mail.id,
-            mail.recipient,
-            mail.attempt,
-            failure.error,
-            f"; next attempt at {retry_at.isoformat()}" if retry_at else "; giving up",
-        )
-        if not await self._store.mail.failed(mail, failure.error, retry_at, now):
-            logger.warning("mail %s: claim lost, attempt not recorded", mail.id)
-
-    def _retry_delay(self, attempt: int) -> float:
-        first = self._settings.smtp_retry_seconds
-        return backoff_seconds(attempt, first=first, most=RETRY_MAX_SECONDS, rng=self._rng)
 
 
 def reply_subject(subject: str) -> str:

@@ -18,6 +18,7 @@ from kennel.config import Settings
 from kennel.errors import ConflictError, InvalidInputError, NotFoundError
 from kennel.models import (
     Budget,
+    FiringFacts,
     Page,
     Principal,
     Schedule,
@@ -28,6 +29,7 @@ from kennel.models import (
     TriggeredBy,
     Worker,
 )
+from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.tasks import provisional_title
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
@@ -39,6 +41,7 @@ MAX_SECONDS = 31_536_000
 CRON_FIELDS = 5
 FIRE_BATCH = 100
 """Schedules fired per transaction; a backlog is worked off in batches."""
+STILL_RUNNING = "the previous run is still going"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +158,8 @@ class ScheduleService:
         """How long until the next schedule is due (0 if one is overdue); None if none is."""
         return seconds_until(await self._store.schedules.next_due(), self._clock.now())
 
-    def _plan(self, now: datetime) -> Callable[[Schedule, Worker], ScheduleFiring]:
-        def plan(schedule: Schedule, worker: Worker) -> ScheduleFiring:
+    def _plan(self, now: datetime) -> Callable[[Schedule, Worker, FiringFacts], ScheduleFiring]:
+        def plan(schedule: Schedule, worker: Worker, facts: FiringFacts) -> ScheduleFiring:
             submission = Submission(
                 organization_id=schedule.organization_id,
                 task_id=ids.task_id(),
@@ -170,9 +173,20 @@ class ScheduleService:
                 turn_id=ids.turn_id(),
                 max_attempts=self._settings.job_max_attempts,
             )
-            return ScheduleFiring(submission, next_run_after(schedule, now))
+            return ScheduleFiring(submission, next_run_after(schedule, now), skip_reason(facts))
 
         return plan
+
+
+def skip_reason(facts: FiringFacts) -> str | None:
+    """Why a schedule can't start a task now: its last task is still going (a schedule never
+    overlaps itself), or its organization has run out of credits."""
+    status = facts.last_task_status
+    if status is not None and not status.is_terminal:
+        return STILL_RUNNING
+    if not has_credits(facts.credit_balance):
+        return NO_CREDITS
+    return None
 
 
 def _timed(schedule: Schedule, request: ScheduleRequest, zone: tzinfo, now: datetime) -> Schedule:

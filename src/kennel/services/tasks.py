@@ -17,21 +17,22 @@ from kennel.models import (
     CANCELLED,
     Budget,
     Event,
-    InboundEmail,
     JSONObject,
     Page,
     Principal,
     Submission,
     Task,
+    TaskSnapshot,
     TaskStatus,
     TriggeredBy,
     Turn,
     TurnOutcome,
     Worker,
 )
+from kennel.models.mail import InboundEmail
+from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
-from kennel.storage import Store, TaskSnapshot
-from kennel.storage.wakeups import task_topic, turn_topic
+from kennel.storage import Store, task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
 POLL_SECONDS = 1.0
@@ -142,8 +143,8 @@ class TaskService:
         context = await self._store.tasks.submission_context(
             principal.organization_id, task_id, request.worker_id
         )
-        if context.credit_balance is not None and context.credit_balance <= 0:
-            raise CreditsExhaustedError("the organization has no credits left")
+        if not has_credits(context.credit_balance):
+            raise CreditsExhaustedError(NO_CREDITS)
         if context.task is None and request.worker_id is None:
             draft = WorkerDraft(instructions=request.input)
             return self._workers.new_worker(principal, draft), True

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -31,18 +32,22 @@ from kennel.models import (
     TaskStatus,
     TurnContext,
     TurnError,
-    TurnJob,
     TurnOutcome,
     TurnStep,
 )
+from kennel.models.jobs import TURN_JOB, Job, TurnJob
+from kennel.services.backoff import backoff_seconds
 from kennel.services.billing import add_usage, budget_caps, credits_for
+from kennel.services.jobs import Attempt
 from kennel.services.tasks import is_own_title
-from kennel.storage import ExpiredJob, Store
-from kennel.storage.wakeups import Subscription, cancel_topic, task_topic
+from kennel.storage import Store, Subscription, cancel_topic, task_topic
 
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
+RETRY_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+"""A run that raised is tried again after 5 s, then 4 times longer each time up to 5 min."""
 
 
 def failure_chunks(message: str, *, started: bool, turn_id: str) -> list[dict[str, Any]]:
@@ -111,6 +116,8 @@ class EventSink:
 
 
 class TurnService:
+    """The `turn` kind of job: runs a claimed turn step by step and records how it ended."""
+
     def __init__(
         self,
         store: Store,
@@ -127,17 +134,29 @@ class TurnService:
         self._clock = clock
         self._settings = settings
         self._lease = timedelta(seconds=settings.job_lease_seconds)
+        self._rng = random.Random()  # noqa: S311 (jitter, not secrets)
 
-    async def run(self, job: TurnJob) -> None:
+    kind = TURN_JOB
+    cut_short_on_stop = True
+
+    def backoff(self, attempt: int) -> float:
+        return backoff_seconds(attempt, first=RETRY_SECONDS, most=RETRY_MAX_SECONDS, rng=self._rng)
+
+    async def attempt(self, job: Job) -> Attempt[None]:
+        await self.run(job)
+        return Attempt(settled=True)
+
+    async def run(self, claimed: Job) -> None:
         """Run a claimed turn to its end and record the outcome (unless the lease was lost)."""
         started = time.monotonic()
-        is_watched = self._watcher_of(job.task_key)
-        sink = EventSink(self._append_for(job), is_watched)
         title: str | None = None
         # Listen for a cancel before reading the turn: one sent earlier is seen on the turn.
         wakeups = self._store.database.wakeups
-        with wakeups.subscribe(cancel_topic(job.turn_id)) as cancelled, _lease_kept(job):
-            context = await self._store.runs.load_context(job)
+        with wakeups.subscribe(cancel_topic(claimed.ref)) as cancelled, _lease_kept(claimed):
+            context = await self._store.runs.load_context(claimed.ref)
+            job = TurnJob(claimed, context.task.key)
+            is_watched = self._watcher_of(job.task_key)
+            sink = EventSink(self._append_for(job), is_watched)
             model_name = self._catalog_name(context)
             async with asyncio.TaskGroup() as group:
                 flusher = group.create_task(sink.run())
@@ -265,7 +284,7 @@ class TurnService:
     def _watcher_of(self, task_key: int) -> Callable[[], bool]:
         """Whether anyone may be following the task live: its local readers subscribe to its
         topic; readers in other processes (PostgreSQL) can't be seen, so assume there are."""
-        if not self._store.is_sqlite:
+        if not self._store.database.dialect.sole_process:
             return lambda: True
         wakeups, topic = self._store.database.wakeups, task_topic(task_key)
         return lambda: wakeups.has_subscribers(topic)
@@ -276,65 +295,25 @@ class TurnService:
 
         return append
 
-    async def recover(self, *, every_running: bool = False) -> int:
-        """Put turns whose runner died back in the queue, or end a poison turn (see
-        `interruption`)."""
-        now = self._clock.now()
-        handled = 0
-        for expired in await self._store.runs.expired_jobs(now, every_running=every_running):
-            strikes, interruptions, poison = interruption(expired)
-            if poison:
-                handled += await self._give_up(expired, now, interruptions)
-                continue
-            reason = f"interrupted during attempt {expired.attempts}"
-            handled += await self._store.runs.requeue(
-                expired, now, reason, strikes=strikes, interruptions=interruptions
-            )
-        return handled
-
-    async def _give_up(self, expired: ExpiredJob, now: datetime, interruptions: int) -> bool:
-        turn = await self._store.tasks.get_turn(expired.ref)
-        error = TurnError(
-            "interrupted",
-            f"the run was interrupted {interruptions} times in a row without getting anywhere "
-            "(the server stopped or crashed while it ran, and other work went on): giving up",
-        )
+    async def settle(
+        self, job: Job, attempt: Attempt[None], retry_at: datetime | None, now: datetime
+    ) -> bool:
+        """A run that failed outside its own ending (it raised, or its runner kept dying): the
+        turn waits for another attempt, or ends `error` with the reason."""
+        reason = attempt.error or "the run failed"
+        if retry_at is not None:
+            return await self._store.jobs.conclude(job, now, reason, retry_at)
+        turn = await self._store.tasks.get_turn(job.ref)
+        error = TurnError(attempt.code, reason)
         chunks = failure_chunks(
             error.message,
             started=turn is not None and turn.first_event_seq is not None,
-            turn_id=expired.ref,
+            turn_id=job.ref,
         )
-        logger.warning("turn %s failed: %s (%s)", expired.ref, error.message, error.code)
+        logger.warning("turn %s failed: %s (%s)", job.ref, error.message, error.code)
         outcome = TurnOutcome(status=TaskStatus.ERROR, error=error)
         bodies = [encode_chunk(chunk) for chunk in chunks]
-        return await self._store.runs.fail_turn(expired, outcome, bodies, now)
-
-
-CRASH_LOOP_FACTOR = 3
-"""A turn interrupted this many times its attempts in a row without progress ends even when
-nothing else ran meanwhile: it may be what keeps killing a server that runs nothing else."""
-
-
-def interruption(expired: ExpiredJob) -> tuple[int, int, bool]:
-    """How an interrupted run counts: its new strikes and interruptions, and whether the turn is
-    poison and ends.
-
-    An interruption is not the turn's failure: a process that dies (a deploy, an OOM kill, a
-    SIGKILL) takes all its turns with it, and they are run again without spending an attempt.
-    A run that finished a step before it was cut off was moving: its count starts over. One
-    that made no progress while other jobs finished is a strike: the turn may be what kills its
-    runner, and `max_attempts` strikes in a row end it with the reason. Interruptions while
-    nothing else finished (the whole server stuck or restarting) are not strikes, but
-    `CRASH_LOOP_FACTOR` x `max_attempts` of them in a row end the turn too.
-    """
-    if expired.progressed:
-        return 0, 0, False
-    strikes = expired.strikes + (1 if expired.others_finished else 0)
-    interruptions = expired.interruptions + 1
-    poison = (
-        strikes >= expired.max_attempts or interruptions >= CRASH_LOOP_FACTOR * expired.max_attempts
-    )
-    return strikes, interruptions, poison
+        return await self._store.runs.fail_turn(job, outcome, bodies, now)
 
 
 def _cancelled(context: TurnContext) -> bool:
@@ -343,12 +322,12 @@ def _cancelled(context: TurnContext) -> bool:
 
 
 @contextmanager
-def _lease_kept(job: TurnJob) -> Iterator[None]:
+def _lease_kept(job: Job) -> Iterator[None]:
     """A run whose job was taken from it (lease expired, or cancelled without it) stops."""
     try:
         yield
     except* LeaseLostError:
-        logger.warning("turn %s: lease lost, its run stopped", job.turn_id)
+        logger.warning("turn %s: lease lost, its run stopped", job.ref)
 
 
 def _log_failure(context: TurnContext, error: TurnError, detail: str | None) -> None:

@@ -7,7 +7,8 @@ import secrets
 from kennel.clock import Clock
 from kennel.config import Settings
 from kennel.errors import InvalidInputError, NotFoundError
-from kennel.models import Page, Principal, Webhook, WebhookExecution
+from kennel.models import Page, Principal
+from kennel.models.webhooks import Webhook, WebhookExecution
 from kennel.netpolicy import UnsafeURLError, check_url
 from kennel.services.workers import WorkerService
 from kennel.storage import Store
@@ -45,7 +46,7 @@ class WebhookService:
         `None` clears the URL and the token, like `clear`."""
         worker = await self._workers.owned(principal, worker_id)
         if url is None:
-            await self._store.webhooks.clear(worker.id)
+            await self._store.webhooks.clear(worker.id, self._clock.now())
             return None
         self._check_url(url)
         return await self._store.webhooks.set_url(worker.id, url, new_token(), self._clock.now())
@@ -53,7 +54,7 @@ class WebhookService:
     async def clear(self, principal: Principal, worker_id: str) -> None:
         """Forget URL and token; clearing a worker without a webhook is not an error."""
         worker = await self._workers.owned(principal, worker_id)
-        await self._store.webhooks.clear(worker.id)
+        await self._store.webhooks.clear(worker.id, self._clock.now())
 
     async def regenerate_token(self, principal: Principal, worker_id: str) -> Webhook:
         """A new token for the configured URL; the old token stops working at once."""

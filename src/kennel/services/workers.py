@@ -117,7 +117,7 @@ class WorkerService:
         design, usage = await self._runtime.design_worker(model_name, prompt)
         credits = credits_for(usage, model_name, self._settings.model_prices)
         if credits:
-            await self._store.auth.charge(principal.organization_id, credits)
+            await self._store.billing.debit(principal.organization_id, credits)
         if design is None:
             return draft
         schema = draft.output_schema

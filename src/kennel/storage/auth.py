@@ -126,18 +126,6 @@ class AuthStore:
             raise NotFoundError(f"organization {organization_id} not found")
         return organization_from(row)
 
-    async def charge(self, organization_id: str, credits: int) -> None:
-        """Take credits from the organization's balance, if it has one (spent outside a turn)."""
-        update = (
-            organizations.update()
-            .where(
-                organizations.c.id == organization_id,
-                organizations.c.credit_balance.is_not(None),
-            )
-            .values(credit_balance=organizations.c.credit_balance - credits)
-        )
-        await self._db.write(lambda conn: conn.execute(update))
-
     async def set_credit_balance(self, organization_id: str, balance: int | None) -> None:
         update = (
             organizations.update()

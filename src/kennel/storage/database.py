@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -19,6 +19,50 @@ from kennel.storage.wakeups import CHANNEL, Wakeups
 _TOPICS = "kennel_topics"
 READERS = 4
 T = TypeVar("T")
+Q = TypeVar("Q", bound=sa.Select[Any])
+_MIGRATION_LOCK = 7349021
+
+
+class Dialect:
+    """Everything that differs between SQLite and PostgreSQL above the engine, decided once.
+
+    SQLite has one writer: a write transaction takes the whole database (`BEGIN IMMEDIATE`),
+    so a claim needs no row locks, and one process owns the file, so in-process wake-ups reach
+    every waiter. PostgreSQL has many writers in many processes: claims skip rows another
+    transaction holds (`FOR UPDATE SKIP LOCKED`) and wake-ups go through `NOTIFY`.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.is_sqlite = url.startswith("sqlite")
+
+    @property
+    def sole_process(self) -> bool:
+        """One process owns the database (a file lock sees to it on SQLite): every job still
+        running when it starts belongs to a dead run, and every watcher is a local one."""
+        return self.is_sqlite
+
+    def claiming(self, query: Q, of: sa.Table) -> Q:
+        """`query` selecting rows to take: concurrent claimers split them instead of waiting."""
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(of=of, skip_locked=True)
+
+    def locking(self, query: Q, of: sa.Table | None = None) -> Q:
+        """`query` holding its rows until the transaction ends (consecutive numbers, firings)."""
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(of=of)
+
+    def serialize_migrations(self, conn: sa.Connection) -> None:
+        """Several processes may start together on one PostgreSQL: one migrates, the others
+        wait (SQLite's single writer already serialises them)."""
+        if not self.is_sqlite:
+            conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+
+    def notify(self, conn: sa.Connection, topics: Collection[str]) -> None:
+        """Tell other processes about `topics` when `conn`'s transaction commits."""
+        if not self.is_sqlite:
+            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
 
 
 class Database:
@@ -33,10 +77,10 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.dialect = Dialect(url)
         self.wakeups = Wakeups()
         self._threads: list[ThreadPoolExecutor] = []
-        if self.is_sqlite:
+        if self.dialect.is_sqlite:
             _ensure_sqlite_folder(url)
             sync_url = sa.engine.make_url(url).set(drivername="sqlite")
             self._sync_writer = _sqlite_engine(sync_url, pool_size=1, begin="BEGIN IMMEDIATE")
@@ -56,7 +100,7 @@ class Database:
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
         """`work` in one read-write transaction, committed if it returns; topics it published
         wake their waiters after the commit."""
-        if self.is_sqlite:
+        if self.dialect.is_sqlite:
             return await self._in_thread(self._write_thread, self._sync_writer, work)
         async with self._engine.begin() as conn:
             result, topics = await conn.run_sync(_with_topics, work)
@@ -65,7 +109,7 @@ class Database:
 
     async def read(self, work: Callable[[sa.Connection], T]) -> T:
         """`work` in one read-only transaction: a consistent snapshot."""
-        if self.is_sqlite:
+        if self.dialect.is_sqlite:
             return await self._in_thread(self._read_threads, self._sync_reader, work)
         async with self._engine.begin() as conn:
             return await conn.run_sync(work)
@@ -74,8 +118,7 @@ class Database:
         """Wake the waiters of `topics` once this transaction commits: in this process directly,
         in other processes through PostgreSQL's NOTIFY (which is also sent only on commit)."""
         conn.info.setdefault(_TOPICS, set()).update(topics)
-        if not self.is_sqlite:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
+        self.dialect.notify(conn, topics)
 
     async def _in_thread(
         self, threads: ThreadPoolExecutor, engine: sa.Engine, work: Callable[[sa.Connection], T]
@@ -100,12 +143,12 @@ class Database:
             self.wakeups.publish_local(topic)
 
     async def start_listening(self) -> None:
-        if not self.is_sqlite:
+        if not self.dialect.is_sqlite:
             await self.wakeups.listen(self.url)
 
     async def close(self) -> None:
         await self.wakeups.close()
-        if self.is_sqlite:
+        if self.dialect.is_sqlite:
             for threads in self._threads:
                 threads.shutdown(wait=True)
             self._sync_writer.dispose()
@@ -117,10 +160,11 @@ class Database:
 def _with_topics(
     conn: sa.Connection, work: Callable[[sa.Connection], T]
 ) -> tuple[T, set[str] | None]:
-    try:
-        return work(conn), conn.info.get(_TOPICS)
-    finally:
-        conn.info.pop(_TOPICS, None)
+    # Set up front rather than cleaned up after: a transaction cut short (cancelled on
+    # PostgreSQL) leaves a connection whose `info` can't be read until it is rolled back.
+    conn.info[_TOPICS] = set()
+    result = work(conn)
+    return result, conn.info.pop(_TOPICS)
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -173,7 +217,7 @@ class ProcessLock:
     @classmethod
     def for_database(cls, database: Database) -> ProcessLock:
         path = sa.engine.make_url(database.url).database
-        if not database.is_sqlite or not path or path == ":memory:":
+        if not database.dialect.sole_process or not path or path == ":memory:":
             return cls(None)
         lock_path = Path(f"{path}.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,14 @@
-"""Reading a task's event log (appends belong to the run that holds the job: see runs.py)."""
+"""A task's event log: appended by the run that holds the turn's job, read by everyone."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from kennel.models import Event
 from kennel.storage.database import Database
-from kennel.storage.tables import task_events
+from kennel.storage.tables import task_events, tasks, turns
 
 # Built once: every reader of a stream runs it (see `kennel.storage`).
 _EVENTS_AFTER = (
@@ -29,3 +31,34 @@ class EventStore:
         params = {"task_key": task_key, "after_seq": after_seq, "limit": limit}
         rows = await self._db.read(lambda conn: conn.execute(_EVENTS_AFTER, params).all())
         return [Event(row.seq, row.turn_id, row.body) for row in rows]
+
+
+def append_events(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
+    """Append a turn's chunks to its task's log in the caller's transaction (the run's, fenced
+    on its lease); returns the log's last sequence number."""
+    last = int(
+        (
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.key == task_key)
+                .values(event_seq=tasks.c.event_seq + len(bodies))
+                .returning(tasks.c.event_seq)
+            )
+        ).scalar_one()
+    )
+    if not bodies:
+        return last
+    first = last - len(bodies) + 1
+    conn.execute(
+        task_events.insert(),
+        [
+            {"task_key": task_key, "seq": first + offset, "turn_id": turn_id, "body": body}
+            for offset, body in enumerate(bodies)
+        ],
+    )
+    conn.execute(
+        turns.update()
+        .where(turns.c.id == turn_id, turns.c.first_event_seq.is_(None))
+        .values(first_event_seq=first)
+    )
+    return last

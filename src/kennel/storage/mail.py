@@ -1,82 +1,32 @@
-"""E-mail: who may write to a worker, which task a mail belongs to, and the outgoing mail queue."""
+"""E-mail: who may write to a worker, which task a mail belongs to, and outgoing mail (each
+one a job of kind `mail` in the queue)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from kennel import ids
-from kennel.models import InboundEmail, Worker
+from kennel.models import Worker
+from kennel.models.jobs import MAIL_JOB, Job
+from kennel.models.mail import BOUNCE, REPLY, Bounce, InboundEmail, OutgoingMail, ThreadedTask
 from kennel.storage.database import Database
+from kennel.storage.jobs import conclude, enqueue
 from kennel.storage.tables import email_messages, email_outbox, tasks, users, workers
-from kennel.storage.wakeups import DELIVERIES_TOPIC
+from kennel.storage.wakeups import JOBS_TOPIC
 from kennel.storage.workers import worker_from_row
 
 INBOUND = "in"
 OUTBOUND = "out"
 
-REPLY = "reply"
-BOUNCE = "bounce"
-
-PENDING = "pending"
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadedTask:
-    """A task of a worker that a mail names, directly or through the thread it replies to."""
-
-    id: str
-    archived: bool
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMail:
-    """A queued mail, claimed for one sending attempt.
-
-    A reply's text is the answer of turn `turn_id`; a bounce carries its `body`.
-    """
-
-    id: str
-    kind: str
-    worker_id: str
-    task_key: int | None
-    task_id: str | None
-    turn_id: str | None
-    recipient: str
-    subject: str
-    """The subject of the mail this one answers."""
-    in_reply_to: str | None
-    references: tuple[str, ...]
-    body: str | None
-    files: tuple[str, ...]
-    """Workspace paths to attach."""
-    attempt: int
-    """This attempt's number, from 1."""
-    lease_owner: str
-
-
-@dataclass(frozen=True, slots=True)
-class Bounce:
-    """A polite refusal of a mail, to its return path."""
-
-    worker_id: str
-    recipient: str
-    subject: str
-    in_reply_to: str | None
-    references: tuple[str, ...]
-    body: str
-
 
 class MailStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, max_attempts: int) -> None:
         self._db = database
+        self._max_attempts = max_attempts
 
     async def worker(self, worker_id: str) -> Worker | None:
         """A live worker by id, whatever its organization (mail carries no API key)."""
@@ -133,9 +83,10 @@ class MailStore:
 
     async def queue_bounce(self, bounce: Bounce, now: datetime) -> None:
         def work(conn: sa.Connection) -> None:
+            mail_id = ids.new_id("eml")
             conn.execute(
                 email_outbox.insert().values(
-                    id=ids.new_id("eml"),
+                    id=mail_id,
                     kind=BOUNCE,
                     worker_id=bounce.worker_id,
                     recipient=bounce.recipient,
@@ -144,56 +95,31 @@ class MailStore:
                     references=" ".join(bounce.references),
                     body=bounce.body,
                     files=[],
-                    **_queued(now),
+                    created_at=now,
                 )
             )
-            self._db.publish(conn, DELIVERIES_TOPIC)
+            enqueue(conn, MAIL_JOB, mail_id, now, max_attempts=self._max_attempts)
+            self._db.publish(conn, JOBS_TOPIC)
 
         await self._db.write(work)
 
-    async def claim(
-        self, owner: str, now: datetime, lease: timedelta, limit: int
-    ) -> list[OutgoingMail]:
-        """Take up to `limit` due mails for one attempt each. A mail whose attempt was cut short
-        (its lease ran out) is due again; on PostgreSQL, concurrent claimers split the mails."""
+    async def outgoing(self, job: Job) -> OutgoingMail | None:
+        """The mail a claimed job sends; None if it is gone."""
+        o = email_outbox.c
+        query = (
+            sa.select(email_outbox, tasks.c.id.label("task_id"))
+            .outerjoin(tasks, tasks.c.key == o.task_key)
+            .where(o.id == job.ref)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else _outgoing(row, job.attempts)
 
-        def work(conn: sa.Connection) -> list[OutgoingMail]:
-            o = email_outbox.c
-            due = sa.or_(
-                sa.and_(o.status == PENDING, o.next_attempt_at <= now),
-                sa.and_(o.status == SENDING, o.lease_expires_at < now),
-            )
-            query = (
-                sa.select(email_outbox, tasks.c.id.label("task_id"))
-                .outerjoin(tasks, tasks.c.key == o.task_key)
-                .where(due)
-                .order_by(o.next_attempt_at, o.id)
-                .limit(limit)
-            )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=email_outbox, skip_locked=True)
-            rows = conn.execute(query).all()
-            for row in rows:
-                conn.execute(
-                    email_outbox.update()
-                    .where(o.id == row.id)
-                    .values(
-                        status=SENDING,
-                        attempts=o.attempts + 1,
-                        lease_owner=owner,
-                        lease_expires_at=now + lease,
-                    )
-                )
-            return [_outgoing(row, owner) for row in rows]
-
-        return await self._db.write(work)
-
-    async def sent(self, mail: OutgoingMail, message_id: str, now: datetime) -> bool:
-        """Settle a sent mail and remember its Message-ID for the thread; False if the claim
-        was lost meanwhile."""
+    async def sent(self, job: Job, mail: OutgoingMail, message_id: str, now: datetime) -> bool:
+        """Settle a sent mail's job and remember its Message-ID for the thread; False if the
+        claim was lost meanwhile."""
 
         def work(conn: sa.Connection) -> bool:
-            if not _settle(conn, mail, status=SENT, finished_at=now, last_error=None):
+            if not conclude(conn, job, now, None, None):
                 return False
             if mail.task_key is not None and mail.turn_id is not None:
                 conn.execute(
@@ -212,33 +138,6 @@ class MailStore:
             return True
 
         return await self._db.write(work)
-
-    async def failed(
-        self, mail: OutgoingMail, error: str, retry_at: datetime | None, now: datetime
-    ) -> bool:
-        """Record a failed attempt: due again at `retry_at`, or failed for good (None)."""
-        values: dict[str, Any] = {"last_error": error}
-        if retry_at is None:
-            values.update(status=FAILED, finished_at=now)
-        else:
-            values.update(status=PENDING, next_attempt_at=retry_at)
-        return await self._db.write(lambda conn: _settle(conn, mail, **values))
-
-    async def next_due(self) -> datetime | None:
-        """When the earliest waiting mail is due (or its attempt's lease runs out)."""
-
-        def work(conn: sa.Connection) -> datetime | None:
-            o = email_outbox.c
-            moment: datetime | None = conn.execute(
-                sa.select(
-                    sa.func.min(
-                        sa.case((o.status == PENDING, o.next_attempt_at), else_=o.lease_expires_at)
-                    )
-                ).where(o.status.in_((PENDING, SENDING)))
-            ).scalar_one()
-            return moment
-
-        return await self._db.read(work)
 
 
 def record_inbound(
@@ -266,7 +165,9 @@ def record_inbound(
     )
 
 
-def queue_reply(conn: sa.Connection, turn_id: str, files: Sequence[str], now: datetime) -> bool:
+def queue_reply(
+    conn: sa.Connection, turn_id: str, files: Sequence[str], now: datetime, max_attempts: int
+) -> bool:
     """Queue the answer of a turn that a mail asked for, if one did (in the transaction that
     records the turn's end, so the reply goes out even if the server dies next)."""
     m = email_messages.c
@@ -275,9 +176,10 @@ def queue_reply(conn: sa.Connection, turn_id: str, files: Sequence[str], now: da
     ).first()
     if asked is None:
         return False
+    mail_id = ids.new_id("eml")
     conn.execute(
         email_outbox.insert().values(
-            id=ids.new_id("eml"),
+            id=mail_id,
             kind=REPLY,
             worker_id=asked.worker_id,
             task_key=asked.task_key,
@@ -287,32 +189,14 @@ def queue_reply(conn: sa.Connection, turn_id: str, files: Sequence[str], now: da
             in_reply_to=asked.message_id,
             references=" ".join([*asked.references.split(), asked.message_id]),
             files=list(files),
-            **_queued(now),
+            created_at=now,
         )
     )
+    enqueue(conn, MAIL_JOB, mail_id, now, max_attempts=max_attempts)
     return True
 
 
-def _queued(now: datetime) -> dict[str, Any]:
-    return {"status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
-
-
-def _settle(conn: sa.Connection, mail: OutgoingMail, **values: Any) -> bool:
-    o = email_outbox.c
-    settled = conn.execute(
-        email_outbox.update()
-        .where(
-            o.id == mail.id,
-            o.status == SENDING,
-            o.lease_owner == mail.lease_owner,
-            o.attempts == mail.attempt,
-        )
-        .values(lease_owner=None, lease_expires_at=None, **values)
-    )
-    return bool(settled.rowcount)
-
-
-def _outgoing(row: Any, owner: str) -> OutgoingMail:
+def _outgoing(row: Any, attempt: int) -> OutgoingMail:
     return OutgoingMail(
         id=row.id,
         kind=row.kind,
@@ -326,6 +210,5 @@ def _outgoing(row: Any, owner: str) -> OutgoingMail:
         references=tuple(row.references.split()),
         body=row.body,
         files=tuple(row.files),
-        attempt=row.attempts + 1,
-        lease_owner=owner,
+        attempt=attempt,
     )

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from kennel import ids
 from kennel.models import (
     Budget,
+    FiringFacts,
     Schedule,
     ScheduleFiring,
     ScheduleKind,
@@ -26,11 +27,9 @@ from kennel.storage.tasks import submit_turn
 from kennel.storage.wakeups import SCHEDULES_TOPIC
 from kennel.storage.workers import find_worker
 
-Plan = Callable[[Schedule, Worker], ScheduleFiring]
+Plan = Callable[[Schedule, Worker, FiringFacts], ScheduleFiring]
+"""The service's decision on a firing, given the facts of the moment."""
 """Decides a firing inside the transaction that records it (the turn, the next run)."""
-
-STILL_RUNNING = "the previous run is still going"
-NO_CREDITS = "the organization has no credits left"
 
 
 class ScheduleStore:
@@ -119,12 +118,11 @@ class ScheduleStore:
                 .order_by(schedules.c.next_run_at, schedules.c.id)
                 .limit(limit)
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=schedules, skip_locked=True)
+            query = self._db.dialect.claiming(query, of=schedules)
             fired = []
             for row in conn.execute(query).all():
                 schedule = schedule_from_row(row)
-                firing = plan(schedule, _worker(conn, schedule))
+                firing = plan(schedule, _worker(conn, schedule), _facts(conn, schedule))
                 assert schedule.next_run_at is not None  # active
                 run = self._fire(conn, schedule, firing, schedule.next_run_at, now, manual=False)
                 conn.execute(
@@ -154,13 +152,12 @@ class ScheduleStore:
                     _active(),
                 )
             )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=schedules)
+            query = self._db.dialect.locking(query, of=schedules)
             row = conn.execute(query).first()
             if row is None:
                 return None
             schedule = schedule_from_row(row)
-            firing = plan(schedule, _worker(conn, schedule))
+            firing = plan(schedule, _worker(conn, schedule), _facts(conn, schedule))
             return self._fire(conn, schedule, firing, now, now, manual=True)
 
         return await self._db.write(work)
@@ -184,7 +181,7 @@ class ScheduleStore:
             scheduled_for=scheduled_for,
             fired_at=now,
             manual=manual,
-            skip_reason=_skip_reason(conn, schedule),
+            skip_reason=firing.skip_reason,
         )
         task_key = None
         if run.skip_reason is None:
@@ -244,9 +241,7 @@ class ScheduleStore:
         return await self._db.read(work)
 
 
-def _skip_reason(conn: sa.Connection, schedule: Schedule) -> str | None:
-    """Why the schedule can't start a task now: its last task is still going (a schedule never
-    overlaps itself), or its organization has run out of credits."""
+def _facts(conn: sa.Connection, schedule: Schedule) -> FiringFacts:
     last_status = conn.execute(
         sa.select(tasks.c.status)
         .select_from(schedule_runs)
@@ -255,16 +250,12 @@ def _skip_reason(conn: sa.Connection, schedule: Schedule) -> str | None:
         .order_by(schedule_runs.c.fired_at.desc(), schedule_runs.c.id.desc())
         .limit(1)
     ).scalar_one_or_none()
-    if last_status is not None and not TaskStatus(last_status).is_terminal:
-        return STILL_RUNNING
     balance = conn.execute(
         sa.select(organizations.c.credit_balance).where(
             organizations.c.id == schedule.organization_id
         )
     ).scalar_one_or_none()
-    if balance is not None and balance <= 0:
-        return NO_CREDITS
-    return None
+    return FiringFacts(None if last_status is None else TaskStatus(last_status), balance)
 
 
 def _worker(conn: sa.Connection, schedule: Schedule) -> Worker:

@@ -169,6 +169,8 @@ task_events = sa.Table(
     sa.Column("body", StoredText, nullable=False),
 )
 
+# The one queue of background work: turns (`ref` a turn, `lock_key` its task, so the turns of a
+# task run in order), webhook deliveries and outgoing mail (`ref` their row).
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -195,6 +197,7 @@ jobs = sa.Table(
     sa.Column("interruptions", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_jobs_status_run_after", "status", "run_after"),
     sa.Index("ix_jobs_lock_key_status", "lock_key", "status"),
+    sa.Index("ix_jobs_kind_ref", "kind", "ref"),
 )
 
 workspace_files = sa.Table(
@@ -316,15 +319,9 @@ webhook_deliveries = sa.Table(
     sa.Column("event_type", sa.String(32), nullable=False),
     # Rendered at the first attempt and kept, so every retry sends the same message.
     sa.Column("body", StoredText, nullable=True),
-    # pending -> delivering (leased) -> delivered | failed | dropped
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("next_attempt_at", EpochMillis, nullable=False),
-    sa.Column("lease_owner", sa.String(128), nullable=True),
-    sa.Column("lease_expires_at", EpochMillis, nullable=True),
+    # Where it is on its way lives on its job (kind "webhook", ref = this id).
     sa.Column("created_at", EpochMillis, nullable=False),
-    sa.Column("finished_at", EpochMillis, nullable=True),
-    sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_worker_id", "worker_id"),
 )
 
 # Every mail a task sent or received, so that a reply naming one of them (`In-Reply-To`,
@@ -362,14 +359,6 @@ email_outbox = sa.Table(
     sa.Column("references", StoredText, nullable=False),
     sa.Column("body", StoredText, nullable=True),
     sa.Column("files", JSON, nullable=False),
-    # pending -> sending (leased) -> sent | failed
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("next_attempt_at", EpochMillis, nullable=False),
-    sa.Column("lease_owner", sa.String(128), nullable=True),
-    sa.Column("lease_expires_at", EpochMillis, nullable=True),
-    sa.Column("last_error", StoredText, nullable=True),
+    # Where it is on its way lives on its job (kind "mail", ref = this id).
     sa.Column("created_at", EpochMillis, nullable=False),
-    sa.Column("finished_at", EpochMillis, nullable=True),
-    sa.Index("ix_email_outbox_status_next", "status", "next_attempt_at"),
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from kennel.models import (
     AttachedFile,
     Budget,
-    Source,
     Submission,
+    SubmissionContext,
     Task,
+    TaskSnapshot,
     TaskStatus,
     TaskTotals,
     TriggeredBy,
@@ -23,18 +23,16 @@ from kennel.models import (
     TurnError,
     Usage,
     Visibility,
-    Worker,
-    WorkspaceFile,
 )
-from kennel.storage.database import Database
+from kennel.models.jobs import TURN_JOB
+from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
+from kennel.storage.jobs import enqueue
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
-from kennel.storage.tables import jobs, organizations, tasks, turns, workers
+from kennel.storage.tables import organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import find_worker, insert_worker
-
-TURN_JOB = "turn"
 
 # Every turn column but the stored model messages, which only the runner needs.
 _TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"]
@@ -48,7 +46,6 @@ _TASK_BY_ID = sa.select(tasks).where(
     tasks.c.organization_id == sa.bindparam("organization_id"),
     tasks.c.id == sa.bindparam("task_id"),
 )
-_LOCKED_TASK_BY_ID = _TASK_BY_ID.with_for_update()
 _TASK_BY_KEY = sa.select(tasks).where(tasks.c.key == _TASK_KEY)
 _TURN_BY_ID = sa.select(*_TURN_COLUMNS).where(turns.c.id == sa.bindparam("turn_id"))
 _TURNS_OF_TASK = (
@@ -66,28 +63,6 @@ _COUNT_TURN = (
     )
     .returning(tasks.c.event_seq)
 )
-_INSERT_JOB = jobs.insert()
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSnapshot:
-    """A task with all its turns and files, read in one consistent transaction."""
-
-    task: Task
-    turns: list[Turn]
-    files: list[WorkspaceFile]
-    event_seq: int
-    sources: list[Source] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class SubmissionContext:
-    """What deciding on a new turn needs, read in one transaction."""
-
-    credit_balance: int | None
-    task: Task | None
-    worker: Worker | None
-    """The existing task's worker, else the requested one; None if missing or deleted."""
 
 
 class TaskStore:
@@ -229,7 +204,7 @@ def submit_turn(
 ) -> tuple[Task, Turn, int]:
     """Store a turn and its queued job inside `conn`'s transaction (see `TaskStore.submit`)."""
     # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
-    task = _find_task(conn, submission.organization_id, submission.task_id, lock=not db.is_sqlite)
+    task = _find_task(conn, submission.organization_id, submission.task_id, dialect=db.dialect)
     if task is None:
         if submission.create_worker:
             insert_worker(conn, submission.worker)
@@ -278,17 +253,13 @@ def submit_turn(
     event_seq = conn.execute(
         _COUNT_TURN, {"task_key": task.key, "status": status.value}
     ).scalar_one()
-    conn.execute(
-        _INSERT_JOB,
-        {
-            "kind": TURN_JOB,
-            "ref": turn.id,
-            "lock_key": f"task:{task.key}",
-            "status": "queued",
-            "run_after": now,
-            "max_attempts": submission.max_attempts,
-            "created_at": now,
-        },
+    enqueue(
+        conn,
+        TURN_JOB,
+        turn.id,
+        now,
+        max_attempts=submission.max_attempts,
+        lock_key=f"task:{task.key}",
     )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
     if submission.email is not None:
@@ -303,9 +274,9 @@ def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
 
 
 def _find_task(
-    conn: sa.Connection, organization_id: str, task_id: str, *, lock: bool = False
+    conn: sa.Connection, organization_id: str, task_id: str, *, dialect: Dialect | None = None
 ) -> Task | None:
-    query = _LOCKED_TASK_BY_ID if lock else _TASK_BY_ID
+    query = _TASK_BY_ID if dialect is None else dialect.locking(_TASK_BY_ID)
     row = conn.execute(query, {"organization_id": organization_id, "task_id": task_id}).first()
     return None if row is None else task_from_row(row)
 

@@ -99,10 +99,9 @@ def cancel_topic(turn_id: str) -> str:
 
 
 JOBS_TOPIC = "jobs"
+"""Published when a job is queued, or a running one ends or goes back (the next turn of its
+task may start): the runners wake up."""
 
 SCHEDULES_TOPIC = "schedules"
 """Published when a schedule is created, cancelled or stopped: the scheduler re-reads when the
 next one is due."""
-
-DELIVERIES_TOPIC = "deliveries"
-"""Published when a webhook delivery or an e-mail is queued: the deliverers wake up."""

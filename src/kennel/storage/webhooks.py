@@ -1,41 +1,21 @@
-"""Webhooks: each worker's delivery URL and shared token, and the log of delivery attempts."""
+"""Webhooks: each worker's delivery URL and shared token, the deliveries of task ends (each
+one a job of kind `webhook` in the queue), and the log of delivery attempts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from kennel import ids
-from kennel.models import (
-    TASK_EVENT_TYPES,
-    DeliveryStatus,
-    TaskStatus,
-    Webhook,
-    WebhookDelivery,
-    WebhookExecution,
-)
+from kennel.models import TASK_EVENT_TYPES, TaskStatus
+from kennel.models.jobs import WEBHOOK_JOB, Job
+from kennel.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookExecution
 from kennel.storage.database import Database
+from kennel.storage.jobs import cancel_queued, conclude, enqueue
 from kennel.storage.tables import tasks, webhook_deliveries, webhook_executions, webhooks
-
-PENDING = "pending"
-DELIVERING = "delivering"
-DELIVERED = "delivered"
-FAILED = "failed"
-DROPPED = "dropped"
-"""The webhook was removed before the event could be delivered."""
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """How an attempt ended: the execution to log, and when to try again (None: never)."""
-
-    execution: WebhookExecution
-    body: str
-    retry_at: datetime | None
 
 
 class WebhookStore:
@@ -76,11 +56,16 @@ class WebhookStore:
 
         return await self._db.write(work)
 
-    async def clear(self, worker_id: str) -> None:
-        """Forget the URL and the token: nothing is delivered any more."""
+    async def clear(self, worker_id: str, now: datetime) -> None:
+        """Forget the URL and the token: nothing is delivered any more, not even the events
+        still waiting for an attempt."""
 
         def work(conn: sa.Connection) -> None:
             conn.execute(webhooks.delete().where(webhooks.c.worker_id == worker_id))
+            waiting = sa.select(webhook_deliveries.c.id).where(
+                webhook_deliveries.c.worker_id == worker_id
+            )
+            cancel_queued(conn, WEBHOOK_JOB, waiting, now)
 
         return await self._db.write(work)
 
@@ -103,104 +88,48 @@ class WebhookStore:
         """Append one delivery attempt to the worker's execution log."""
         return await self._db.write(lambda conn: _insert_execution(conn, execution))
 
-    async def claim_deliveries(
-        self, owner: str, now: datetime, lease: timedelta, limit: int
-    ) -> list[WebhookDelivery]:
-        """Take up to `limit` due deliveries for one attempt each, with the webhook's URL and
-        token as they are now. A delivery whose attempt was cut short (its lease ran out) is
-        due again. On PostgreSQL, processes claiming at once split the due deliveries."""
-
-        def work(conn: sa.Connection) -> list[WebhookDelivery]:
-            d = webhook_deliveries.c
-            due = sa.or_(
-                sa.and_(d.status == PENDING, d.next_attempt_at <= now),
-                sa.and_(d.status == DELIVERING, d.lease_expires_at < now),
+    async def delivery(self, job: Job) -> WebhookDelivery | None:
+        """The delivery a claimed job works on, with the webhook's URL and token as they are
+        now; None if the webhook was removed since."""
+        d = webhook_deliveries.c
+        query = (
+            sa.select(
+                webhook_deliveries,
+                webhooks.c.url,
+                webhooks.c.token,
+                tasks.c.id.label("task_id"),
+                tasks.c.title,
             )
-            query = (
-                sa.select(
-                    webhook_deliveries,
-                    webhooks.c.url,
-                    webhooks.c.token,
-                    tasks.c.id.label("task_id"),
-                    tasks.c.title,
-                )
-                .outerjoin(webhooks, webhooks.c.worker_id == d.worker_id)
-                .join(tasks, tasks.c.key == d.task_key)
-                .where(due)
-                .order_by(d.next_attempt_at, d.id)
-                .limit(limit)
-            )
-            if not self._db.is_sqlite:
-                query = query.with_for_update(of=webhook_deliveries, skip_locked=True)
-            claimed = []
-            for row in conn.execute(query).all():
-                if row.url is None:
-                    conn.execute(
-                        webhook_deliveries.update()
-                        .where(d.id == row.id)
-                        .values(status=DROPPED, finished_at=now, **_NO_LEASE)
-                    )
-                    continue
-                conn.execute(
-                    webhook_deliveries.update()
-                    .where(d.id == row.id)
-                    .values(
-                        status=DELIVERING,
-                        attempts=d.attempts + 1,
-                        lease_owner=owner,
-                        lease_expires_at=now + lease,
-                    )
-                )
-                claimed.append(_delivery_from_row(row, owner))
-            return claimed
+            .join(webhooks, webhooks.c.worker_id == d.worker_id)
+            .join(tasks, tasks.c.key == d.task_key)
+            .where(d.id == job.ref)
+        )
+        row = await self._db.read(lambda conn: conn.execute(query).first())
+        return None if row is None else _delivery_from_row(row, job.attempts)
 
-        return await self._db.write(work)
-
-    async def finish_attempt(self, delivery: WebhookDelivery, result: AttemptResult) -> bool:
-        """Log the attempt and settle the delivery: delivered, due again at `retry_at`, or
-        failed for good. False (and nothing logged) if the claim was lost meanwhile."""
+    async def finish_attempt(
+        self,
+        job: Job,
+        execution: WebhookExecution,
+        body: str,
+        now: datetime,
+        retry_at: datetime | None,
+    ) -> bool:
+        """Log the attempt and settle its job: done, due again at `retry_at`, or failed for
+        good. False (and nothing logged) if the claim was lost meanwhile."""
 
         def work(conn: sa.Connection) -> bool:
-            d = webhook_deliveries.c
-            succeeded = result.execution.request_status is DeliveryStatus.SUCCESS
-            values: dict[str, Any] = {"body": result.body, **_NO_LEASE}
-            if succeeded or result.retry_at is None:
-                values.update(status=DELIVERED if succeeded else FAILED)
-                values.update(finished_at=result.execution.created_at)
-            else:
-                values.update(status=PENDING, next_attempt_at=result.retry_at)
-            settled = conn.execute(
-                webhook_deliveries.update()
-                .where(
-                    d.id == delivery.id,
-                    d.status == DELIVERING,
-                    d.lease_owner == delivery.lease_owner,
-                    d.attempts == delivery.attempt,
-                )
-                .values(**values)
-            )
-            if not settled.rowcount:
+            if not conclude(conn, job, now, execution.error_message, retry_at):
                 return False
-            _insert_execution(conn, result.execution)
+            conn.execute(
+                webhook_deliveries.update()
+                .where(webhook_deliveries.c.id == job.ref)
+                .values(body=body)
+            )
+            _insert_execution(conn, execution)
             return True
 
         return await self._db.write(work)
-
-    async def next_delivery_due(self) -> datetime | None:
-        """When the earliest waiting delivery is due (or its attempt's lease runs out)."""
-
-        def work(conn: sa.Connection) -> datetime | None:
-            d = webhook_deliveries.c
-            moment: datetime | None = conn.execute(
-                sa.select(
-                    sa.func.min(
-                        sa.case((d.status == PENDING, d.next_attempt_at), else_=d.lease_expires_at)
-                    )
-                ).where(d.status.in_((PENDING, DELIVERING)))
-            ).scalar_one()
-            return moment
-
-        return await self._db.read(work)
 
     async def executions(
         self, worker_id: str, *, offset: int, limit: int
@@ -226,11 +155,13 @@ class WebhookStore:
         return await self._db.read(work)
 
 
-_NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
-
-
 def queue_delivery(
-    conn: sa.Connection, task_key: int, turn_id: str, status: TaskStatus, now: datetime
+    conn: sa.Connection,
+    task_key: int,
+    turn_id: str,
+    status: TaskStatus,
+    now: datetime,
+    max_attempts: int,
 ) -> bool:
     """Queue the task's end for its worker's webhook, if the worker has one (in the
     transaction that records the end, so it is delivered even if the server dies next)."""
@@ -242,20 +173,19 @@ def queue_delivery(
     ).first()
     if row is None or event_type is None:
         return False
+    delivery_id = ids.new_id("msg")
     conn.execute(
         webhook_deliveries.insert().values(
-            id=ids.new_id("msg"),
+            id=delivery_id,
             worker_id=row.worker_id,
             organization_id=row.organization_id,
             task_key=task_key,
             turn_id=turn_id,
             event_type=event_type,
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now,
             created_at=now,
         )
     )
+    enqueue(conn, WEBHOOK_JOB, delivery_id, now, max_attempts=max_attempts)
     return True
 
 
@@ -278,7 +208,7 @@ def _insert_execution(conn: sa.Connection, execution: WebhookExecution) -> None:
     )
 
 
-def _delivery_from_row(row: Any, owner: str) -> WebhookDelivery:
+def _delivery_from_row(row: Any, attempt: int) -> WebhookDelivery:
     return WebhookDelivery(
         id=row.id,
         worker_id=row.worker_id,
@@ -290,10 +220,9 @@ def _delivery_from_row(row: Any, owner: str) -> WebhookDelivery:
         event_type=row.event_type,
         created_at=row.created_at,
         body=row.body,
-        attempt=row.attempts + 1,
+        attempt=attempt,
         url=row.url,
         token=row.token,
-        lease_owner=owner,
     )
 
 

@@ -1,4 +1,7 @@
-"""Domain records: plain frozen dataclasses and enums, no I/O."""
+"""Domain records: plain frozen dataclasses and enums, no I/O.
+
+Records of the queue are in `models.jobs`, of e-mail in `models.mail`, of webhooks in
+`models.webhooks`."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
+
+from kennel.models.mail import InboundEmail
 
 JSONObject = dict[str, Any]
 T = TypeVar("T")
@@ -274,18 +279,6 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnJob:
-    """A claimed turn job; `lease_token` fences every write of the run that holds it."""
-
-    job_id: int
-    turn_id: str
-    task_key: int
-    lease_token: str
-    attempts: int
-    max_attempts: int
-
-
-@dataclass(frozen=True, slots=True)
 class TurnStep:
     """One finished step of a turn (a model response and the tool calls it asked for), kept so
     that a run taking the turn over after a crash goes on from there."""
@@ -351,18 +344,6 @@ class Submission:
     live: bool = False
     email: InboundEmail | None = None
     """The mail that asked for this turn; its reply is queued when the turn ends."""
-
-
-@dataclass(frozen=True, slots=True)
-class InboundEmail:
-    """A received mail, as much of it as its reply needs to find its way back, threaded."""
-
-    message_id: str
-    sender: str
-    """Where the reply goes: the mail's author."""
-    subject: str
-    references: tuple[str, ...]
-    """The thread before this mail (its `References`), oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,12 +418,23 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class FiringFacts:
+    """What a schedule's firing decides on, read in the firing's transaction."""
+
+    last_task_status: TaskStatus | None
+    """The status of the task its last firing started, if any."""
+    credit_balance: int | None
+    """Its organization's balance (None: unlimited)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleFiring:
-    """What one firing of a schedule does: the turn it submits and when the schedule is due
-    next (None: it never fires again)."""
+    """What one firing of a schedule does: the turn it submits (unless `skip_reason` says why
+    not) and when the schedule is due next (None: it never fires again)."""
 
     submission: Submission
     next_run_at: datetime | None
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,23 +454,6 @@ class ScheduleRun:
     skip_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Webhook:
-    """A configured webhook: a worker has one, or none (no row)."""
-
-    worker_id: str
-    url: str
-    token: str
-    updated_at: datetime
-
-
-class DeliveryStatus(StrEnum):
-    """`requestStatus` of an execution: `success` iff the endpoint answered 2xx (spec §4.8)."""
-
-    SUCCESS = "success"
-    ERROR = "error"
-
-
 TASK_EVENT_TYPES = {
     TaskStatus.COMPLETED: "task.completed",
     TaskStatus.ERROR: "task.failed",
@@ -488,43 +463,31 @@ TASK_EVENT_TYPES = {
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookDelivery:
-    """A task's end on its way to its worker's webhook: claimed for one attempt at a time,
-    retried with backoff until the receiver answers 2xx or the attempts run out."""
+class TaskSnapshot:
+    """A task with all its turns and files, read in one consistent transaction."""
 
-    id: str
-    """Also the Standard Webhooks `webhook-id`: the same for every attempt."""
-    worker_id: str
-    organization_id: str
-    task_key: int
-    task_id: str
-    task_title: str | None
-    turn_id: str
-    event_type: str
-    created_at: datetime
-    body: str | None
-    """The JSON sent, fixed at the first attempt so retries send the same message."""
-    attempt: int
-    """This attempt's number, from 1."""
-    url: str
-    """Where the worker's webhook points now, and its current token."""
-    token: str
-    lease_owner: str
+    task: Task
+    turns: list[Turn]
+    files: list[WorkspaceFile]
+    event_seq: int
+    sources: list[Source] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookExecution:
-    """One delivery attempt to a worker's webhook."""
+class SubmissionContext:
+    """What deciding on a new turn needs, read in one transaction."""
 
-    id: str
-    worker_id: str
-    organization_id: str
-    url: str
-    request_status: DeliveryStatus
-    response_status: int | None
-    error_message: str | None
-    duration_ms: int
-    created_at: datetime
-    task_key: int | None = None
-    task_id: str | None = None
-    task_title: str | None = None
+    credit_balance: int | None
+    task: Task | None
+    worker: Worker | None
+    """The existing task's worker, else the requested one; None if missing or deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelledTurns:
+    """What cancelling a task did to its unfinished turns."""
+
+    running: list[str]
+    """Turns that were running: their runs were told to stop."""
+    aborted: list[str]
+    """Turns that had not started: they ended `aborted` at once."""

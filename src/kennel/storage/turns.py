@@ -1,0 +1,139 @@
+"""A turn's own rows as its job moves: started when claimed, waiting again when handed back,
+and how it ended (with its task's totals, its bill, and the deliveries its end queues)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from kennel.models import TaskStatus, TurnOutcome
+from kennel.models.jobs import DeliveryAttempts
+from kennel.storage.billing import debit
+from kennel.storage.files import forget_files, record_task_files
+from kennel.storage.mail import queue_reply
+from kennel.storage.sources import record_task_sources
+from kennel.storage.tables import EpochMillis, tasks, turn_steps, turns
+from kennel.storage.webhooks import queue_delivery
+
+UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
+
+
+def start_turns(conn: sa.Connection, turn_ids: Sequence[str], now: datetime) -> None:
+    """Turn jobs were claimed: their turns and tasks are running."""
+    conn.execute(
+        turns.update()
+        .where(turns.c.id.in_(turn_ids))
+        .values(
+            status=TaskStatus.RUNNING.value,
+            started_at=sa.func.coalesce(
+                turns.c.started_at, sa.bindparam(None, now, type_=EpochMillis())
+            ),
+            attempts=turns.c.attempts + 1,
+        )
+    )
+    conn.execute(
+        tasks.update()
+        .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(turn_ids))))
+        .values(status=TaskStatus.RUNNING.value)
+    )
+
+
+def return_turns(conn: sa.Connection, turn_ids: Sequence[str], spent: bool) -> None:
+    """Turn jobs went back to the queue: their turns wait again; an attempt that was not the
+    turn's own failure (an interruption, a clean shutdown) is not counted."""
+    attempts = turns.c.attempts if spent else turns.c.attempts - 1
+    conn.execute(
+        turns.update()
+        .where(turns.c.id.in_(turn_ids))
+        .values(status=TaskStatus.PENDING.value, attempts=attempts)
+    )
+
+
+def record_outcome(
+    conn: sa.Connection,
+    attempts: DeliveryAttempts,
+    turn_id: str,
+    task_key: int,
+    outcome: TurnOutcome,
+    now: datetime,
+    *,
+    title: str | None = None,
+) -> None:
+    """Record how a turn ended, on the turn and its task; bill it; queue its webhook delivery
+    (when the task ended with it) and its e-mail reply (when a mail asked for it). The caller
+    publishes `JOBS_TOPIC`."""
+    usage = outcome.usage
+    seq = (
+        conn.execute(
+            turns.update()
+            .where(turns.c.id == turn_id)
+            .values(
+                status=outcome.status.value,
+                output_text=outcome.output_text,
+                structured_output=outcome.structured_output,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                requests=usage.requests,
+                tool_calls=usage.tool_calls,
+                credits=usage.credits,
+                duration_ms=outcome.duration_ms,
+                error=None if outcome.error is None else asdict(outcome.error),
+                incomplete_reason=outcome.incomplete_reason,
+                model_messages=outcome.model_messages,
+                ui_message=outcome.ui_message,
+                completed_at=now,
+            )
+            .returning(turns.c.seq)
+        )
+    ).scalar_one()
+    later_pending = (
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(turns)
+            .where(
+                turns.c.task_key == task_key,
+                turns.c.seq > seq,
+                turns.c.status.in_(UNFINISHED),
+            )
+        )
+    ).scalar_one()
+    task_values: dict[str, object] = {
+        "total_credits": tasks.c.total_credits + usage.credits,
+        "total_duration_ms": tasks.c.total_duration_ms + outcome.duration_ms,
+    }
+    if later_pending:
+        task_values["status"] = TaskStatus.PENDING.value
+    else:
+        task_values.update(status=outcome.status.value, completed_at=now)
+    if title:
+        task_values["title"] = title
+    organization_id, worker_id = conn.execute(
+        tasks.update()
+        .where(tasks.c.key == task_key)
+        .values(**task_values)
+        .returning(tasks.c.organization_id, tasks.c.worker_id)
+    ).one()
+    record_work(conn, task_key, turn_id, worker_id, outcome, now)
+    debit(conn, organization_id, usage.credits)
+    queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
+    if not later_pending:
+        queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
+
+
+def record_work(
+    conn: sa.Connection,
+    task_key: int,
+    turn_id: str,
+    worker_id: str,
+    outcome: TurnOutcome,
+    now: datetime,
+) -> None:
+    """What the turn's tools left: the pages it fetched, the workspace files it changed. Its
+    steps are no longer needed: the turn's messages are whole."""
+    conn.execute(turn_steps.delete().where(turn_steps.c.turn_id == turn_id))
+    record_task_sources(conn, task_key, outcome.sources, now)
+    forget_files(conn, worker_id, outcome.deleted_files)
+    record_task_files(conn, worker_id, task_key, outcome.files, now)
