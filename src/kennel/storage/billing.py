@@ -20,10 +20,17 @@ class BillingStore:
 def debit(conn: sa.Connection, organization_id: str, credits: int) -> None:
     """Take `credits` from the organization's balance, if it has one (no balance: unlimited),
     in the caller's transaction (a turn's end bills it with its outcome)."""
-    if not credits:
-        return
-    conn.execute(
-        organizations.update()
-        .where(organizations.c.id == organization_id, organizations.c.credit_balance.is_not(None))
-        .values(credit_balance=organizations.c.credit_balance - credits)
+    if credits:
+        conn.execute(_DEBIT, {"organization_id": organization_id, "credits": credits})
+
+
+_DEBIT = (  # built once: every billed turn runs it (see `kennel.storage`)
+    organizations.update()
+    .where(
+        organizations.c.id == sa.bindparam("organization_id"),
+        organizations.c.credit_balance.is_not(None),
     )
+    .values(
+        credit_balance=organizations.c.credit_balance - sa.bindparam("credits", type_=sa.BigInteger)
+    )
+)

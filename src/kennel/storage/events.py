@@ -20,6 +20,19 @@ _EVENTS_AFTER = (
     .order_by(task_events.c.seq)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
+# ... and every writer, the appends.
+_RESERVE = (
+    tasks.update()
+    .where(tasks.c.key == sa.bindparam("task_key"))
+    .values(event_seq=tasks.c.event_seq + sa.bindparam("count", type_=sa.BigInteger))
+    .returning(tasks.c.event_seq)
+)
+_INSERT = task_events.insert()
+_FIRST_EVENT = (
+    turns.update()
+    .where(turns.c.id == sa.bindparam("turn_id"), turns.c.first_event_seq.is_(None))
+    .values(first_event_seq=sa.bindparam("first", type_=sa.BigInteger))
+)
 
 
 class EventStore:
@@ -36,29 +49,16 @@ class EventStore:
 def append_events(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
     """Append a turn's chunks to its task's log in the caller's transaction (the run's, fenced
     on its lease); returns the log's last sequence number."""
-    last = int(
-        (
-            conn.execute(
-                tasks.update()
-                .where(tasks.c.key == task_key)
-                .values(event_seq=tasks.c.event_seq + len(bodies))
-                .returning(tasks.c.event_seq)
-            )
-        ).scalar_one()
-    )
+    last = int(conn.execute(_RESERVE, {"task_key": task_key, "count": len(bodies)}).scalar_one())
     if not bodies:
         return last
     first = last - len(bodies) + 1
     conn.execute(
-        task_events.insert(),
+        _INSERT,
         [
             {"task_key": task_key, "seq": first + offset, "turn_id": turn_id, "body": body}
             for offset, body in enumerate(bodies)
         ],
     )
-    conn.execute(
-        turns.update()
-        .where(turns.c.id == turn_id, turns.c.first_event_seq.is_(None))
-        .values(first_event_seq=first)
-    )
+    conn.execute(_FIRST_EVENT, {"turn_id": turn_id, "first": first})
     return last

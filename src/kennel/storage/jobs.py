@@ -9,6 +9,7 @@ is given by `KindRows`, in the claim's own transaction.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from kennel.errors import LeaseLostError
 from kennel.models.jobs import ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
-from kennel.storage.tables import jobs
+from kennel.storage.tables import EpochMillis, jobs
 from kennel.storage.wakeups import JOBS_TOPIC
 
 QUEUED = JobStatus.QUEUED.value
@@ -54,28 +55,8 @@ class JobStore:
     ) -> list[Job]:
         """Lease up to `limit` due jobs of `kinds`, earliest first; jobs sharing a lock key
         (the turns of one task) run one at a time, in order."""
-        earlier = jobs.alias("earlier")
-        blocked = (
-            sa.select(earlier.c.id)
-            .where(
-                earlier.c.lock_key == jobs.c.lock_key,
-                earlier.c.id < jobs.c.id,
-                earlier.c.status.in_((QUEUED, RUNNING)),
-            )
-            .exists()
-        )
-        query = (
-            sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
-            .where(
-                jobs.c.kind.in_(list(kinds)),
-                jobs.c.status == QUEUED,
-                jobs.c.run_after <= now,
-                ~blocked,
-            )
-            .order_by(jobs.c.run_after, jobs.c.id)
-            .limit(limit)
-        )
-        query = self._db.dialect.claiming(query, of=jobs)
+        query = _claimable(self._db.dialect.claiming, tuple(sorted(kinds)))
+        params = {"now": now, "limit": limit}
 
         def work(conn: sa.Connection) -> list[Job]:
             claimed = [
@@ -87,20 +68,19 @@ class JobStore:
                     attempts=row.attempts + 1,
                     max_attempts=row.max_attempts,
                 )
-                for row in conn.execute(query)
+                for row in conn.execute(query, params)
             ]
             for job in claimed:
                 conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job.job_id)
-                    .values(
-                        status=RUNNING,
-                        attempts=job.attempts,
-                        lease_owner=owner,
-                        lease_token=job.lease_token,
-                        lease_expires_at=now + lease,
-                        claimed_at=now,
-                    )
+                    _TAKE,
+                    {
+                        "job_id": job.job_id,
+                        "new_attempts": job.attempts,
+                        "new_lease_owner": owner,
+                        "new_lease_token": job.lease_token,
+                        "new_lease_expires_at": now + lease,
+                        "new_claimed_at": now,
+                    },
                 )
             for kind, refs in _by_kind(claimed).items():
                 if kind in self._rows:
@@ -259,22 +239,22 @@ def enqueue(
     """Queue a job in the caller's transaction (with the rows it works on); the caller
     publishes `JOBS_TOPIC` so that a runner wakes up."""
     conn.execute(
-        jobs.insert().values(
-            kind=kind,
-            ref=ref,
-            lock_key=lock_key,
-            status=QUEUED,
-            run_after=now,
-            max_attempts=max_attempts,
-            created_at=now,
-        )
+        _INSERT,
+        {
+            "kind": kind,
+            "ref": ref,
+            "lock_key": lock_key,
+            "status": QUEUED,
+            "run_after": now,
+            "max_attempts": max_attempts,
+            "created_at": now,
+        },
     )
 
 
 def fence(conn: sa.Connection, job: Job, **values: object) -> None:
     """Touch a job the caller's attempt holds; `LeaseLostError` if it no longer does."""
-    result = conn.execute(_held(job).values(**values))
-    if result.rowcount == 0:
+    if _set_held(conn, job, values) == 0:
         raise LeaseLostError(f"{job.kind} {job.ref}: this attempt no longer holds its job")
 
 
@@ -283,10 +263,8 @@ def settle(
 ) -> bool:
     """End a job the caller's attempt holds (done, failed or cancelled); False if it no longer
     holds it (the job moved on, or was claimed again), and then nothing changes."""
-    result = conn.execute(
-        _held(job).values(status=status, finished_at=now, last_error=error, **NO_LEASE)
-    )
-    return bool(result.rowcount)
+    values = {"status": status, "finished_at": now, "last_error": error, **NO_LEASE}
+    return bool(_set_held(conn, job, values))
 
 
 def cancel_queued(
@@ -347,6 +325,69 @@ def _back(
         )
     )
     return bool(result.rowcount)
+
+
+def _set_held(conn: sa.Connection, job: Job, values: Mapping[str, object]) -> int:
+    """Set plain `values` on the job if the caller's attempt still holds it; rows changed."""
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(job_id=job.job_id, held_token=job.lease_token)
+    return int(conn.execute(_held_update(frozenset(values)), params).rowcount)
+
+
+# Statements of every job's claim and settling, built once (see `kennel.storage`).
+_INSERT = jobs.insert()
+_TAKE = (
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .values(
+        status=RUNNING,
+        attempts=sa.bindparam("new_attempts"),
+        lease_owner=sa.bindparam("new_lease_owner"),
+        lease_token=sa.bindparam("new_lease_token"),
+        lease_expires_at=sa.bindparam("new_lease_expires_at"),
+        claimed_at=sa.bindparam("new_claimed_at"),
+    )
+)
+
+
+@functools.cache
+def _held_update(names: frozenset[str]) -> sa.Update:
+    """The update of a held job setting `names` (a handful of sets: fencing, settling). Its
+    bound parameters are `new_<column>`: an UPDATE's may not be named after a column it sets."""
+    held = jobs.update().where(
+        jobs.c.id == sa.bindparam("job_id"),
+        jobs.c.lease_token == sa.bindparam("held_token"),
+        jobs.c.status == RUNNING,
+    )
+    return held.values({name: sa.bindparam(f"new_{name}") for name in names})
+
+
+@functools.lru_cache(maxsize=16)
+def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) -> sa.Select[Any]:
+    """Due jobs of `kinds` that no earlier job of their lock key holds back, for a claim of
+    `:limit` at `:now` (built once per dialect and set of kinds)."""
+    earlier = jobs.alias("earlier")
+    blocked = (
+        sa.select(earlier.c.id)
+        .where(
+            earlier.c.lock_key == jobs.c.lock_key,
+            earlier.c.id < jobs.c.id,
+            earlier.c.status.in_((QUEUED, RUNNING)),
+        )
+        .exists()
+    )
+    query = (
+        sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
+        .where(
+            jobs.c.kind.in_(kinds),
+            jobs.c.status == QUEUED,
+            jobs.c.run_after <= sa.bindparam("now", type_=EpochMillis),
+            ~blocked,
+        )
+        .order_by(jobs.c.run_after, jobs.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    return claiming(query, of=jobs)
 
 
 def _held(job: Job) -> sa.Update:

@@ -165,15 +165,22 @@ def record_inbound(
     )
 
 
+_ASKING_MAIL = (  # built once: every turn's end looks (see `kennel.storage`)
+    sa.select(email_messages)
+    .where(
+        email_messages.c.turn_id == sa.bindparam("turn_id"),
+        email_messages.c.direction == INBOUND,
+    )
+    .limit(1)
+)
+
+
 def queue_reply(
     conn: sa.Connection, turn_id: str, files: Sequence[str], now: datetime, max_attempts: int
 ) -> bool:
     """Queue the answer of a turn that a mail asked for, if one did (in the transaction that
     records the turn's end, so the reply goes out even if the server dies next)."""
-    m = email_messages.c
-    asked = conn.execute(
-        sa.select(email_messages).where(m.turn_id == turn_id, m.direction == INBOUND).limit(1)
-    ).first()
+    asked = conn.execute(_ASKING_MAIL, {"turn_id": turn_id}).first()
     if asked is None:
         return False
     mail_id = ids.new_id("eml")

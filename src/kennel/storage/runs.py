@@ -46,6 +46,22 @@ from kennel.storage.wakeups import (
 )
 from kennel.storage.workers import worker_from_row
 
+# What every run reads and writes, built once (see `kennel.storage`).
+_TURN = sa.select(turns).where(turns.c.id == sa.bindparam("turn_id"))
+_TASK = sa.select(tasks).where(tasks.c.key == sa.bindparam("task_key"))
+_WORKER = sa.select(workers).where(workers.c.id == sa.bindparam("worker_id"))
+_HISTORY = (
+    sa.select(turns.c.model_messages)
+    .where(
+        turns.c.task_key == sa.bindparam("task_key"),
+        turns.c.seq < sa.bindparam("seq"),
+        turns.c.status == TaskStatus.COMPLETED.value,
+        turns.c.model_messages.is_not(None),
+    )
+    .order_by(turns.c.seq)
+)
+_INSERT_STEP = turn_steps.insert()
+
 
 class RunStore:
     def __init__(self, database: Database, attempts: DeliveryAttempts) -> None:
@@ -56,25 +72,12 @@ class RunStore:
         """The worker, task, turn and earlier completed turns' model messages of a claimed turn."""
 
         def work(conn: sa.Connection) -> TurnContext:
-            turn_row = (conn.execute(sa.select(turns).where(turns.c.id == turn_id))).one()
-            task_row = (
-                conn.execute(sa.select(tasks).where(tasks.c.key == turn_row.task_key))
-            ).one()
-            worker_row = (
-                conn.execute(sa.select(workers).where(workers.c.id == task_row.worker_id))
-            ).first()
+            turn_row = conn.execute(_TURN, {"turn_id": turn_id}).one()
+            task_row = conn.execute(_TASK, {"task_key": turn_row.task_key}).one()
+            worker_row = conn.execute(_WORKER, {"worker_id": task_row.worker_id}).first()
             if worker_row is None:
                 raise NotFoundError(f"worker {task_row.worker_id} not found")
-            history = conn.execute(
-                sa.select(turns.c.model_messages)
-                .where(
-                    turns.c.task_key == turn_row.task_key,
-                    turns.c.seq < turn_row.seq,
-                    turns.c.status == TaskStatus.COMPLETED.value,
-                    turns.c.model_messages.is_not(None),
-                )
-                .order_by(turns.c.seq)
-            )
+            history = conn.execute(_HISTORY, {"task_key": turn_row.task_key, "seq": turn_row.seq})
             steps: list[TurnStep] = []
             told: list[str] = []
             if turn_row.first_event_seq is not None or turn_row.attempts > 1:
@@ -128,13 +131,14 @@ class RunStore:
         def work(conn: sa.Connection) -> None:
             fence(conn, job.job, lease_expires_at=now + lease, progressed_at=now)
             conn.execute(
-                turn_steps.insert().values(
-                    turn_id=job.turn_id,
-                    step=step.step,
-                    messages=step.messages,
-                    state=step.state,
-                    created_at=now,
-                )
+                _INSERT_STEP,
+                {
+                    "turn_id": job.turn_id,
+                    "step": step.step,
+                    "messages": step.messages,
+                    "state": step.state,
+                    "created_at": now,
+                },
             )
             if bodies:
                 append_events(conn, job.task_key, job.turn_id, bodies)

@@ -3,6 +3,7 @@ and how it ended (with its task's totals, its bill, and the deliveries its end q
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -21,24 +22,86 @@ from kennel.storage.webhooks import queue_delivery
 UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
 
 
+# Statements of every turn's start and end, built once (see `kennel.storage`).
+_TURN_IDS: sa.BindParameter[str] = sa.bindparam("turn_ids", expanding=True)
+_START_TURNS = (
+    turns.update()
+    .where(turns.c.id.in_(_TURN_IDS))
+    .values(
+        status=TaskStatus.RUNNING.value,
+        started_at=sa.func.coalesce(turns.c.started_at, sa.bindparam("now", type_=EpochMillis)),
+        attempts=turns.c.attempts + 1,
+    )
+)
+_START_TASKS = (
+    tasks.update()
+    .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(_TURN_IDS))))
+    .values(status=TaskStatus.RUNNING.value)
+)
+_OUTCOME = (
+    turns.update()
+    .where(turns.c.id == sa.bindparam("turn_id"))
+    .values(
+        {
+            name: sa.bindparam(f"new_{name}")
+            for name in (
+                "status",
+                "output_text",
+                "structured_output",
+                "input_tokens",
+                "output_tokens",
+                "requests",
+                "tool_calls",
+                "credits",
+                "duration_ms",
+                "error",
+                "incomplete_reason",
+                "model_messages",
+                "ui_message",
+                "completed_at",
+            )
+        }
+    )
+    .returning(turns.c.seq)
+)
+_LATER_PENDING = (
+    sa.select(sa.func.count())
+    .select_from(turns)
+    .where(
+        turns.c.task_key == sa.bindparam("task_key"),
+        turns.c.seq > sa.bindparam("seq"),
+        turns.c.status.in_(UNFINISHED),
+    )
+)
+_FORGET_STEPS = turn_steps.delete().where(turn_steps.c.turn_id == sa.bindparam("turn_id"))
+
+
+@functools.cache
+def _task_totals(ended: bool, titled: bool) -> sa.Update:
+    """The task's update at a turn's end: its totals, its status (and end, when no later turn
+    waits), its title (when the model wrote one)."""
+    values: dict[str, object] = {
+        "total_credits": tasks.c.total_credits + sa.bindparam("credits", type_=sa.BigInteger),
+        "total_duration_ms": tasks.c.total_duration_ms
+        + sa.bindparam("duration_ms", type_=sa.BigInteger),
+        "status": sa.bindparam("new_status"),
+    }
+    if ended:
+        values["completed_at"] = sa.bindparam("new_completed_at")
+    if titled:
+        values["title"] = sa.bindparam("new_title")
+    return (
+        tasks.update()
+        .where(tasks.c.key == sa.bindparam("task_key"))
+        .values(values)
+        .returning(tasks.c.organization_id, tasks.c.worker_id)
+    )
+
+
 def start_turns(conn: sa.Connection, turn_ids: Sequence[str], now: datetime) -> None:
     """Turn jobs were claimed: their turns and tasks are running."""
-    conn.execute(
-        turns.update()
-        .where(turns.c.id.in_(turn_ids))
-        .values(
-            status=TaskStatus.RUNNING.value,
-            started_at=sa.func.coalesce(
-                turns.c.started_at, sa.bindparam(None, now, type_=EpochMillis())
-            ),
-            attempts=turns.c.attempts + 1,
-        )
-    )
-    conn.execute(
-        tasks.update()
-        .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(turn_ids))))
-        .values(status=TaskStatus.RUNNING.value)
-    )
+    conn.execute(_START_TURNS, {"turn_ids": list(turn_ids), "now": now})
+    conn.execute(_START_TASKS, {"turn_ids": list(turn_ids)})
 
 
 def return_turns(conn: sa.Connection, turn_ids: Sequence[str], spent: bool) -> None:
@@ -66,55 +129,36 @@ def record_outcome(
     (when the task ended with it) and its e-mail reply (when a mail asked for it). The caller
     publishes `JOBS_TOPIC`."""
     usage = outcome.usage
-    seq = (
-        conn.execute(
-            turns.update()
-            .where(turns.c.id == turn_id)
-            .values(
-                status=outcome.status.value,
-                output_text=outcome.output_text,
-                structured_output=outcome.structured_output,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                requests=usage.requests,
-                tool_calls=usage.tool_calls,
-                credits=usage.credits,
-                duration_ms=outcome.duration_ms,
-                error=None if outcome.error is None else asdict(outcome.error),
-                incomplete_reason=outcome.incomplete_reason,
-                model_messages=outcome.model_messages,
-                ui_message=outcome.ui_message,
-                completed_at=now,
-            )
-            .returning(turns.c.seq)
-        )
-    ).scalar_one()
-    later_pending = (
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(turns)
-            .where(
-                turns.c.task_key == task_key,
-                turns.c.seq > seq,
-                turns.c.status.in_(UNFINISHED),
-            )
-        )
-    ).scalar_one()
-    task_values: dict[str, object] = {
-        "total_credits": tasks.c.total_credits + usage.credits,
-        "total_duration_ms": tasks.c.total_duration_ms + outcome.duration_ms,
+    ended = {
+        "status": outcome.status.value,
+        "output_text": outcome.output_text,
+        "structured_output": outcome.structured_output,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "requests": usage.requests,
+        "tool_calls": usage.tool_calls,
+        "credits": usage.credits,
+        "duration_ms": outcome.duration_ms,
+        "error": None if outcome.error is None else asdict(outcome.error),
+        "incomplete_reason": outcome.incomplete_reason,
+        "model_messages": outcome.model_messages,
+        "ui_message": outcome.ui_message,
+        "completed_at": now,
     }
-    if later_pending:
-        task_values["status"] = TaskStatus.PENDING.value
-    else:
-        task_values.update(status=outcome.status.value, completed_at=now)
-    if title:
-        task_values["title"] = title
+    params = {f"new_{name}": value for name, value in ended.items()}
+    seq = conn.execute(_OUTCOME, {"turn_id": turn_id, **params}).scalar_one()
+    later_pending = conn.execute(_LATER_PENDING, {"task_key": task_key, "seq": seq}).scalar_one()
+    status = TaskStatus.PENDING if later_pending else outcome.status
     organization_id, worker_id = conn.execute(
-        tasks.update()
-        .where(tasks.c.key == task_key)
-        .values(**task_values)
-        .returning(tasks.c.organization_id, tasks.c.worker_id)
+        _task_totals(not later_pending, bool(title)),
+        {
+            "task_key": task_key,
+            "credits": usage.credits,
+            "duration_ms": outcome.duration_ms,
+            "new_status": status.value,
+            "new_completed_at": now,
+            "new_title": title,
+        },
     ).one()
     record_work(conn, task_key, turn_id, worker_id, outcome, now)
     debit(conn, organization_id, usage.credits)
@@ -133,7 +177,7 @@ def record_work(
 ) -> None:
     """What the turn's tools left: the pages it fetched, the workspace files it changed. Its
     steps are no longer needed: the turn's messages are whole."""
-    conn.execute(turn_steps.delete().where(turn_steps.c.turn_id == turn_id))
+    conn.execute(_FORGET_STEPS, {"turn_id": turn_id})
     record_task_sources(conn, task_key, outcome.sources, now)
     forget_files(conn, worker_id, outcome.deleted_files)
     record_task_files(conn, worker_id, task_key, outcome.files, now)

@@ -155,6 +155,13 @@ class WebhookStore:
         return await self._db.read(work)
 
 
+_WEBHOOK_OF_TASK = (  # built once: every task's end looks (see `kennel.storage`)
+    sa.select(tasks.c.worker_id, tasks.c.organization_id)
+    .join(webhooks, webhooks.c.worker_id == tasks.c.worker_id)
+    .where(tasks.c.key == sa.bindparam("task_key"))
+)
+
+
 def queue_delivery(
     conn: sa.Connection,
     task_key: int,
@@ -166,11 +173,7 @@ def queue_delivery(
     """Queue the task's end for its worker's webhook, if the worker has one (in the
     transaction that records the end, so it is delivered even if the server dies next)."""
     event_type = TASK_EVENT_TYPES.get(status)
-    row = conn.execute(
-        sa.select(tasks.c.worker_id, tasks.c.organization_id)
-        .join(webhooks, webhooks.c.worker_id == tasks.c.worker_id)
-        .where(tasks.c.key == task_key)
-    ).first()
+    row = conn.execute(_WEBHOOK_OF_TASK, {"task_key": task_key}).first()
     if row is None or event_type is None:
         return False
     delivery_id = ids.new_id("msg")
