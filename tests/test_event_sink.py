@@ -28,6 +28,32 @@ async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() 
     assert rest == ['{"type":"finish"}']
 
 
+async def test_a_chunk_after_a_quiet_spell_is_written_at_once() -> None:
+    """The model's first token, after it thought for a while, reaches readers without waiting
+    for a batch to fill; what follows close behind waits for the next write."""
+    appended: list[list[str]] = []
+
+    async def append(bodies: list[str]) -> None:
+        appended.append(bodies)
+
+    sink = EventSink(append)
+    flusher = asyncio.create_task(sink.run())
+    sink.emit({"type": "start"})
+    await asyncio.sleep(turns.FLUSH_SECONDS * 3)
+    assert appended == [['{"type":"start"}']]
+    sink.emit({"type": "text-start", "id": "t"})
+    await asyncio.sleep(turns.FLUSH_SECONDS / 5)
+    assert appended[1:] == [['{"type":"text-start","id":"t"}']]
+    sink.emit({"type": "text-delta", "id": "t", "delta": "a"})
+    sink.emit({"type": "text-delta", "id": "t", "delta": "b"})
+    await asyncio.sleep(turns.FLUSH_SECONDS / 5)
+    assert len(appended) == 2  # too soon after the last write
+    await asyncio.sleep(turns.FLUSH_SECONDS * 2)
+    assert len(appended) == 3 and len(appended[2]) == 2
+    assert sink.close() == []
+    await asyncio.wait_for(flusher, 1)
+
+
 @pytest.mark.parametrize("delay_steps", range(40))
 async def test_closing_at_any_moment_stops_the_flusher(
     monkeypatch: pytest.MonkeyPatch, delay_steps: int

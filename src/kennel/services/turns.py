@@ -61,7 +61,11 @@ class EventSink:
 
     Batches are written while someone may be following the task live (`is_watched`); a run
     nobody watches writes everything in its final transaction, so a turn costs one write.
-    A lost lease surfaces here as `LeaseLostError`.
+    Writes are at least `FLUSH_SECONDS` apart, counted from the run's start: a chunk that
+    comes after a quiet spell (the model's first token, after it thought) is written at once,
+    and the chunks that follow it close behind wait for the next write. A run that ends within
+    `FLUSH_SECONDS` writes its chunks once, with its end. A lost lease surfaces here as
+    `LeaseLostError`.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class EventSink:
         # One write of the log at a time, so batches land in the order they were told.
         self._writing = asyncio.Lock()
         self.emitted = 0
+        self._written_at = asyncio.get_running_loop().time()
 
     def emit(self, chunk: dict[str, Any]) -> None:
         self._buffer.append(encode_chunk(chunk))
@@ -86,19 +91,23 @@ class EventSink:
     async def run(self) -> None:
         # `close()` may land at any await below; checking `_closing` before every wait (rather
         # than trusting `_dirty`, which this loop clears) is what guarantees the loop ends.
+        loop = asyncio.get_running_loop()
         while not self._closing.is_set():
             await self._dirty.wait()
-            try:
-                async with asyncio.timeout(FLUSH_SECONDS):
-                    await self._closing.wait()
-                return
-            except TimeoutError:
-                pass
+            wait = self._written_at + FLUSH_SECONDS - loop.time()
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._closing.wait()
+                    return
+                except TimeoutError:
+                    pass
             self._dirty.clear()
             if self._buffer and self._is_watched():
                 async with self._writing:
                     batch, self._buffer = self._buffer, []
                     await self._append(batch)
+                self._written_at = loop.time()
 
     async def keep(self, write: Callable[[list[str]], Awaitable[object]]) -> None:
         """Hand what is buffered to `write` (a step's transaction), once any batch on its way
