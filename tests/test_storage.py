@@ -15,6 +15,7 @@ from kennel.errors import ConflictError, LeaseLostError
 from kennel.models import (
     AttachedFile,
     Budget,
+    Event,
     Submission,
     Task,
     TaskStatus,
@@ -197,8 +198,9 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
     assert job.task_key == task.key and job.attempts == 1
     assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
     assert await store.runs.append_events(job, ["{}", "{}"], clock.now(), LEASE) == 3
-    events = await store.events.after(task.key, 1)
+    events, ended = await store.events.news(task.key, 1, turn.id)
     assert [e.seq for e in events] == [2, 3] and {e.turn_id for e in events} == {turn.id}
+    assert not ended
     assert (await store.tasks.get_turn(turn.id)).first_event_seq == 1
 
     clock.advance(31)
@@ -214,6 +216,28 @@ async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: Fak
     # An interruption is not the turn's own failure: it spends no attempt.
     assert retry.turn_id == turn.id and retry.attempts == 1
     assert not await store.jobs.requeue(expired, clock.now(), "stale", strikes=0, interruptions=1)
+
+
+async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_events(
+    store: Store, clock: FakeClock
+) -> None:
+    worker = await stored_worker(store, clock)
+    task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
+    await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE)
+    assert await store.events.news(task.key, 0, turn.id) == (
+        [Event(1, turn.id, '{"type":"start"}')],
+        False,
+    )
+    assert (await store.events.news(task.key, 0, None))[1] is False
+    outcome = TurnOutcome(status=TaskStatus.COMPLETED)
+    await store.runs.finish_turn(job, outcome, ['{"type":"finish"}'], clock.now())
+    events, ended = await store.events.news(task.key, 1, turn.id)
+    assert ended and [event.body for event in events] == ['{"type":"finish"}']
+    assert (await store.events.news(task.key, 2, None)) == ([], True)
+    assert (await store.events.news(task.key, 0, "trn_gone"))[
+        1
+    ]  # no such turn: nothing to wait for
 
 
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:

@@ -204,8 +204,7 @@ class TaskService:
         with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
             idle_since = time.monotonic()
             while True:
-                ended = await self._has_ended(task_key, turn_id)
-                events = await self._store.events.after(task_key, after)
+                events, ended = await self._store.events.news(task_key, after, turn_id)
                 for event in events:
                     after = event.seq
                     if turn_id is None or event.turn_id == turn_id:
@@ -219,13 +218,6 @@ class TaskService:
                     idle_since = time.monotonic()
                     yield None
                 await wakeup.wait(POLL_SECONDS)
-
-    async def _has_ended(self, task_key: int, turn_id: str | None) -> bool:
-        if turn_id is not None:
-            turn = await self._store.tasks.get_turn(turn_id)
-            return turn is None or turn.status.is_terminal
-        task = await self._store.tasks.by_key(task_key)
-        return task is None or task.status.is_terminal
 
     async def state(
         self, principal: Principal, worker_id: str, *, task_id: str | None = None

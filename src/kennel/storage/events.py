@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from kennel.models import Event
+from kennel.models import Event, TaskStatus
 from kennel.storage.database import Database
 from kennel.storage.tables import task_events, tasks, turns
 
@@ -20,6 +20,9 @@ _EVENTS_AFTER = (
     .order_by(task_events.c.seq)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
+# Read first, so that an ended turn's (or task's) events are all among those read after it.
+_TURN_STATUS = sa.select(turns.c.status).where(turns.c.id == sa.bindparam("turn_id"))
+_TASK_STATUS = sa.select(tasks.c.status).where(tasks.c.key == sa.bindparam("task_key"))
 # ... and every writer, the appends.
 _RESERVE = (
     tasks.update()
@@ -39,11 +42,24 @@ class EventStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def after(self, task_key: int, after_seq: int, limit: int = 1000) -> list[Event]:
-        """Events with a sequence number above `after_seq`, in order."""
+    async def news(
+        self, task_key: int, after_seq: int, turn_id: str | None, limit: int = 1000
+    ) -> tuple[list[Event], bool]:
+        """Events above `after_seq`, and whether the turn (or, without one, the task) had
+        ended before they were read: then they are its last. One read for a follower's wake-up.
+        """
         params = {"task_key": task_key, "after_seq": after_seq, "limit": limit}
-        rows = await self._db.read(lambda conn: conn.execute(_EVENTS_AFTER, params).all())
-        return [Event(row.seq, row.turn_id, row.body) for row in rows]
+
+        def work(conn: sa.Connection) -> tuple[list[Event], bool]:
+            if turn_id is None:
+                status = conn.execute(_TASK_STATUS, params).scalar_one_or_none()
+            else:
+                status = conn.execute(_TURN_STATUS, {"turn_id": turn_id}).scalar_one_or_none()
+            rows = conn.execute(_EVENTS_AFTER, params).all()
+            ended = status is None or TaskStatus(status).is_terminal
+            return [Event(row.seq, row.turn_id, row.body) for row in rows], ended
+
+        return await self._db.read(work)
 
 
 def append_events(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:

@@ -105,11 +105,6 @@ class TaskStore:
     async def get(self, organization_id: str, task_id: str) -> Task | None:
         return await self._db.read(lambda conn: _find_task(conn, organization_id, task_id))
 
-    async def by_key(self, task_key: int) -> Task | None:
-        params = {"task_key": task_key}
-        row = await self._db.read(lambda conn: conn.execute(_TASK_BY_KEY, params).first())
-        return None if row is None else task_from_row(row)
-
     async def get_turn(self, turn_id: str) -> Turn | None:
         params = {"turn_id": turn_id}
         row = await self._db.read(lambda conn: conn.execute(_TURN_BY_ID, params).first())
