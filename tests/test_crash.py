@@ -160,6 +160,21 @@ def test_a_turn_killed_between_steps_goes_on_from_its_last_step(
     tools = [part for part in message["parts"] if part["type"] == "tool-run_python"]
     assert [part["state"] for part in tools] == ["output-available"]
 
+    # Usage and credits count every answered request once, the one from before the crash too:
+    # the same turn run without a crash costs the same.
+    llm.script(text, counting, Text("finished after the crash"))
+    reference = httpx.post(
+        f"{server.base_url}/api/tasks",
+        json={"input": text, "taskId": "tsk_reference", "workerId": worker_id},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    [uncrashed] = _task_when_done(server, key, "tsk_reference")["turns"]
+    assert reference.status_code == 200
+    usage = ("inputTokens", "outputTokens", "credits")
+    assert [turn[name] for name in usage] == [uncrashed[name] for name in usage]
+    assert turn["credits"] > 0
+
 
 def test_three_kills_in_a_row_end_with_every_turn_completed(tmp_path: Path, llm: FakeLLM) -> None:
     server = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
