@@ -176,8 +176,15 @@ def test_a_turn_killed_between_steps_goes_on_from_its_last_step(
     assert turn["credits"] > 0
 
 
-def test_three_kills_in_a_row_end_with_every_turn_completed(tmp_path: Path, llm: FakeLLM) -> None:
-    server = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
+ON_BOTH = pytest.mark.parametrize(
+    "server", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@ON_BOTH
+def test_three_kills_in_a_row_end_with_every_turn_completed(
+    server: KennelServer, llm: FakeLLM
+) -> None:
     llm.latency = 4.0
     try:
         key = server.create_key()
@@ -199,10 +206,10 @@ def test_three_kills_in_a_row_end_with_every_turn_completed(tmp_path: Path, llm:
         server.stop()
 
 
+@ON_BOTH
 def test_a_turn_running_in_every_crash_while_others_finish_ends_in_error(
-    tmp_path: Path, llm: FakeLLM
+    server: KennelServer, llm: FakeLLM
 ) -> None:
-    server = KennelServer(tmp_path, llm, KENNEL_JOB_MAX_ATTEMPTS="2")
     try:
         key = server.create_key()
         llm.script("poison pill", Sleep(60, Text("never")))
