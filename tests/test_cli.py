@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +145,19 @@ def test_an_unreachable_database_is_one_clear_line_with_the_password_masked() ->
     assert "cannot use the database postgresql+asyncpg://kennel:***@127.0.0.1:" in result.stderr
     assert "(check KENNEL_DATABASE_URL)" in result.stderr
     assert "s3cret" not in result.output and "Traceback" not in result.output
+
+
+def test_serve_leaves_httpx_command_line_client_out() -> None:
+    """The server imports httpx without its CLI (rich, pygments), which it never runs."""
+    script = (
+        "import sys\n"
+        "from kennel.cli import _without_httpx_cli\n"
+        "_without_httpx_cli()\n"
+        "import kennel.app, httpx\n"
+        "print(sorted({'rich', 'pygments'} & set(sys.modules)))\n"
+        "print(httpx.AsyncClient.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "AsyncClient"]

@@ -4,7 +4,10 @@ listener on 127.0.0.1, answers caught by a second local aiosmtpd acting as the r
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -397,3 +400,22 @@ async def test_allow_list_entries_must_be_addresses_or_domains(mailed: Api) -> N
     )
     assert response.status_code == 400
     assert "emailAllowList" in response.json()["error"]
+
+
+def test_a_server_without_a_mail_port_leaves_the_listener_unloaded(tmp_path: Path) -> None:
+    """Without KENNEL_SMTP_PORT the listener's libraries (aiosmtpd, the parsers) stay out."""
+    script = (
+        "import sys\n"
+        "from kennel.app import build\n"
+        "from kennel.config import Settings\n"
+        f"kennel = build(Settings(data_dir={str(tmp_path)!r}))\n"
+        "print(kennel.smtp, 'aiosmtpd' in sys.modules, 'kennel.mail.smtp' in sys.modules)\n"
+        f"kennel = build(Settings(data_dir={str(tmp_path)!r}, smtp_port=0))\n"
+        "print(type(kennel.smtp).__name__, 'aiosmtpd' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KENNEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["None False False", "SmtpGateway True"]

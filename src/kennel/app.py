@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,7 +26,6 @@ from kennel.config import Settings
 from kennel.dashboard import site
 from kennel.dashboard.deps import Dashboard
 from kennel.files.workspace import Workspaces
-from kennel.mail.smtp import SmtpGateway
 from kennel.models import JSONObject
 from kennel.runner.loops import DueLoop
 from kennel.runner.runner import Runner
@@ -46,6 +45,9 @@ from kennel.services.usage import UsageService
 from kennel.services.webhooks import WebhookService
 from kennel.services.workers import WorkerService
 from kennel.storage import SCHEDULES_TOPIC, ProcessLock, Store
+
+if TYPE_CHECKING:
+    from kennel.mail.smtp import SmtpGateway
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,10 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
     scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
     smtp = None
     if settings.smtp_port is not None:
+        # Imported only here: the listener's libraries (aiosmtpd, the mail parsers) stay out of
+        # a server that receives no mail.
+        from kennel.mail.smtp import SmtpGateway
+
         smtp = SmtpGateway(MailService(store, services.tasks, clock, settings), settings)
     return Kennel(
         settings,

@@ -59,6 +59,7 @@ def main() -> None:
 @click.option("--port", type=int, help="Port to listen on (default: KENNEL_PORT or 8000).")
 def serve(host: str | None, port: int | None) -> None:
     """Serve the API and run workers' tasks, in one process."""
+    _without_httpx_cli()
     # The web app, the models and the tools take seconds to import: only serving needs them.
     import uvicorn
 
@@ -84,6 +85,17 @@ def serve(host: str | None, port: int | None) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _without_httpx_cli() -> None:
+    """Keep httpx's command-line client out of the server.
+
+    `httpx/__init__` imports its CLI (`httpx._main`: rich, pygments, click; ~70 modules and
+    3 MB) whenever those are installed, and falls back to a stub `httpx.main` on ImportError.
+    A `None` entry in `sys.modules` is that ImportError; the server never runs httpx's CLI.
+    Must run before anything imports httpx.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 async def _bootstrap(settings: Settings) -> CreatedKey | None:

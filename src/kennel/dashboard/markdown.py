@@ -7,14 +7,17 @@ an image would load a third-party URL the moment the page opens.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from markdown_it import MarkdownIt
-from markdown_it.renderer import RendererHTML
-from markdown_it.token import Token
-from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.renderer import RendererHTML
+    from markdown_it.token import Token
+    from markdown_it.utils import EnvType, OptionsDict
 
 LINK_REL = "noopener noreferrer nofollow"
 _SAFE_SCHEMES = ("http:", "https:", "mailto:")
@@ -36,7 +39,12 @@ def _link_open(
     return self.renderToken(tokens, idx, options, env)
 
 
-def _build() -> MarkdownIt:
+@functools.cache
+def _markdown() -> MarkdownIt:
+    """Built on the first page that renders markdown: markdown-it (~70 modules, ~1 MB) stays
+    out of a server that only answers the API."""
+    from markdown_it import MarkdownIt
+
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.disable("image")
@@ -45,9 +53,6 @@ def _build() -> MarkdownIt:
     return md
 
 
-_MARKDOWN = _build()
-
-
 def render_markdown(text: Any) -> Markup:
     """Safe HTML for untrusted markdown (the output is trusted by the templates)."""
-    return Markup(_MARKDOWN.render(str(text or "")))  # noqa: S704 (escaped by markdown-it)
+    return Markup(_markdown().render(str(text or "")))  # noqa: S704 (escaped by markdown-it)

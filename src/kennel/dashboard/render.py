@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from kennel.dashboard.deps import CSRF_FIELD, CSRF_HEADER
 from kennel.dashboard.markdown import render_markdown
 from kennel.models import Session
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).parent
 
@@ -50,7 +53,12 @@ def _size(size: int) -> str:
     return f"{size} bytes"
 
 
-def _environment() -> Environment:
+@functools.cache
+def environment() -> Environment:
+    """The templates, loaded on the first page: Jinja2 (~1.5 MB) stays out of a server that
+    only answers the API."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -69,9 +77,6 @@ def _environment() -> Environment:
     return env
 
 
-ENVIRONMENT = _environment()
-
-
 def page(
     request: Request,
     template: str,
@@ -81,7 +86,6 @@ def page(
 ) -> HTMLResponse:
     """A rendered page; every template gets the request and the session (None signed out)."""
     session: Session | None = getattr(request.state, "session", None)
-    html = ENVIRONMENT.get_template(template).render(
-        request=request, session=session, path=request.url.path, **context
-    )
+    found = environment().get_template(template)
+    html = found.render(request=request, session=session, path=request.url.path, **context)
     return HTMLResponse(html, status_code=status_code, headers=headers)
