@@ -48,25 +48,32 @@ async def stored_worker(
     return worker
 
 
+def submission(
+    worker: Worker, task_id: str | None = None, text: str = "hello", **changes: object
+) -> Submission:
+    """A new turn of `worker` asking `text`, as the task service would hand it to storage."""
+    made = Submission(
+        organization_id=worker.organization_id,
+        task_id=task_id or ids.task_id(),
+        worker=worker,
+        input=text,
+        budget=Budget.STANDARD,
+        triggered_by=TriggeredBy.API,
+        created_by_user_id=worker.user_id,
+        provisional_title=text[:80],
+        metadata={},
+        turn_id=ids.turn_id(),
+        max_attempts=3,
+    )
+    return replace(made, **changes)
+
+
 async def finished_turn(
     store: Store, clock: FakeClock, worker: Worker, credits: int, *, finish: bool = True
 ) -> None:
     """A turn of a new task of `worker`, claimed and (unless `finish` is False) finished now,
     having used `credits` credits, 100 input tokens per credit and 10 output tokens."""
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id=ids.task_id(),
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="hello",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
-    )
-    await store.tasks.submit(submission, clock.now(), lambda _task: None)
+    await store.tasks.submit(submission(worker), clock.now(), lambda _task: None)
     [job] = await claim_turns(store, "r1", 1, clock.now(), timedelta(seconds=30))
     if not finish:
         return

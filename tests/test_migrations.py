@@ -14,12 +14,11 @@ from alembic.script import ScriptDirectory
 
 from conftest import FakeClock
 from databases import empty_postgres_url, sqlite_url
-from kennel import ids
-from kennel.models import Budget, Submission, TriggeredBy, Worker
+from kennel.models import Worker
 from kennel.storage import Database, Store, migrate
 from kennel.storage.migrate import HEAD, alembic_config, current_revision
 from kennel.storage.tables import jobs, metadata
-from records import stored_worker
+from records import stored_worker, submission
 
 
 def test_head_names_the_newest_migration() -> None:
@@ -167,18 +166,7 @@ async def test_waiting_deliveries_and_mails_move_into_the_queue(
 
 
 async def _task(store: Store, worker: Worker, clock: FakeClock) -> tuple[int, str]:
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id="tsk_old",
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="hello",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
+    task, turn, _ = await store.tasks.submit(
+        submission(worker, "tsk_old"), clock.now(), lambda _task: None
     )
-    task, turn, _ = await store.tasks.submit(submission, clock.now(), lambda _task: None)
     return task.key, turn.id

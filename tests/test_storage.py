@@ -10,48 +10,26 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import FakeClock
-from kennel import ids
 from kennel.errors import ConflictError, LeaseLostError
 from kennel.models import (
     AttachedFile,
-    Budget,
     Event,
-    Submission,
     Task,
     TaskStatus,
-    TriggeredBy,
     TurnError,
     TurnOutcome,
     Usage,
     Visibility,
-    Worker,
     WorkspaceFile,
 )
 from kennel.storage import Database, Store
-from records import claim_turns, stored_worker, worker_record
+from records import claim_turns, stored_worker, submission, worker_record
 
 LEASE = timedelta(seconds=30)
 
 
 async def _member(store: Store, clock: FakeClock, email: str = "ada@example.com"):
     return await store.auth.ensure_member("acme", email, clock.now())
-
-
-def _submission(worker: Worker, task_id: str, text: str = "hello", **changes: object) -> Submission:
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id=task_id,
-        worker=worker,
-        input=text,
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title=text[:80],
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
-    )
-    return replace(submission, **changes)
 
 
 def _accept(task: Task) -> None:
@@ -120,11 +98,11 @@ async def test_private_workers_are_listed_only_to_their_creator(
 
 async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, seq = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn, seq = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     assert (task.id, task.status, turn.seq, seq) == ("tsk_1", TaskStatus.PENDING, 0, 0)
 
     follow_task, follow, _ = await store.tasks.submit(
-        _submission(worker, "tsk_1", "and then?"), clock.now(), _accept
+        submission(worker, "tsk_1", "and then?"), clock.now(), _accept
     )
     assert follow_task.key == task.key and follow.seq == 1
     snapshot = await store.tasks.snapshot(task.key)
@@ -134,13 +112,13 @@ async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: Fake
 
 async def test_submit_refused_by_the_rule_stores_nothing(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, _, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
 
     def refuse(existing: Task) -> None:
         raise ConflictError("no")
 
     with pytest.raises(ConflictError):
-        await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), refuse)
+        await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), refuse)
     assert len((await store.tasks.snapshot(task.key)).turns) == 1
 
 
@@ -149,9 +127,9 @@ async def test_task_ids_are_per_organization(store: Store, clock: FakeClock) -> 
     other_org, other_user = await store.auth.ensure_member("globex", "x@globex.com", clock.now())
     other_worker = worker_record(other_org.id, other_user.id, clock)
     await store.workers.create(other_worker)
-    mine, _, _ = await store.tasks.submit(_submission(worker, "tsk_same"), clock.now(), _accept)
+    mine, _, _ = await store.tasks.submit(submission(worker, "tsk_same"), clock.now(), _accept)
     theirs, _, _ = await store.tasks.submit(
-        _submission(other_worker, "tsk_same"), clock.now(), _accept
+        submission(other_worker, "tsk_same"), clock.now(), _accept
     )
     assert mine.key != theirs.key
     assert (await store.tasks.get(worker.organization_id, "tsk_same")).key == mine.key
@@ -163,7 +141,7 @@ async def test_racing_submissions_of_one_new_task_id_become_two_turns(
     worker = await stored_worker(store, clock)
     results = await asyncio.gather(
         *(
-            store.tasks.submit(_submission(worker, "tsk_race"), clock.now(), _accept)
+            store.tasks.submit(submission(worker, "tsk_race"), clock.now(), _accept)
             for _ in range(4)
         )
     )
@@ -175,9 +153,9 @@ async def test_turns_of_one_task_are_claimed_strictly_in_order(
     store: Store, clock: FakeClock
 ) -> None:
     worker = await stored_worker(store, clock)
-    _, first, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
-    _, second, _ = await store.tasks.submit(_submission(worker, "tsk_a"), clock.now(), _accept)
-    _, other, _ = await store.tasks.submit(_submission(worker, "tsk_b"), clock.now(), _accept)
+    _, first, _ = await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)
+    _, second, _ = await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)
+    _, other, _ = await store.tasks.submit(submission(worker, "tsk_b"), clock.now(), _accept)
 
     claimed = await claim_turns(store, "r1", 10, clock.now(), LEASE)
     assert [job.turn_id for job in claimed] == [first.id, other.id]
@@ -193,7 +171,7 @@ async def test_turns_of_one_task_are_claimed_strictly_in_order(
 
 async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     assert job.task_key == task.key and job.attempts == 1
     assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
@@ -222,7 +200,7 @@ async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_event
     store: Store, clock: FakeClock
 ) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE)
     assert await store.events.news(task.key, 0, turn.id) == (
@@ -243,7 +221,7 @@ async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_event
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     await store.auth.set_credit_balance(worker.organization_id, 100)
-    task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, _turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     outcome = TurnOutcome(
         status=TaskStatus.COMPLETED,
@@ -273,12 +251,12 @@ async def test_finish_records_outcome_totals_and_bills(store: Store, clock: Fake
 
 async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     await store.runs.finish_turn(
         job, TurnOutcome(status=TaskStatus.COMPLETED, model_messages=b"[1]"), [], clock.now()
     )
-    await store.tasks.submit(_submission(worker, "tsk_1", "more"), clock.now(), _accept)
+    await store.tasks.submit(submission(worker, "tsk_1", "more"), clock.now(), _accept)
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     context = await store.runs.load_context(job.turn_id)
     assert context.turn.input == "more" and context.history == [b"[1]"]
@@ -287,7 +265,7 @@ async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) 
 
 async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, _turn, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    task, _turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     await claim_turns(store, "r1", 1, clock.now(), LEASE)
     [expired] = await store.jobs.expired(clock.now(), every_running=True)
     failed = TurnOutcome(
@@ -305,10 +283,10 @@ async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeCl
     worker = await stored_worker(store, clock)
     report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
     task, _, _ = await store.tasks.submit(
-        _submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
+        submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
     )
     bigger = replace(report, size=40)
-    await store.tasks.submit(_submission(worker, "tsk_1", files=(bigger,)), clock.now(), _accept)
+    await store.tasks.submit(submission(worker, "tsk_1", files=(bigger,)), clock.now(), _accept)
     assert (await store.tasks.snapshot(task.key)).files == [bigger]
     assert await store.files.get(worker.id, "docs/report.md") == bigger
     assert await store.files.get(worker.id, "nope") is None
@@ -318,14 +296,14 @@ async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: 
     worker = await stored_worker(store, clock)
     report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
     task, first, _ = await store.tasks.submit(
-        _submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
+        submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
     )
     bigger = replace(report, size=40)
     data = WorkspaceFile("data.csv", 7, "text/csv", clock.now())
     _, second, _ = await store.tasks.submit(
-        _submission(worker, "tsk_1", files=(bigger, data)), clock.now(), _accept
+        submission(worker, "tsk_1", files=(bigger, data)), clock.now(), _accept
     )
-    _, third, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    _, third, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     sent = AttachedFile("docs/report.md", "text/markdown", 12)
     assert first.attachments == (sent,)
     expected = [
@@ -343,9 +321,9 @@ async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: 
 
 async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    kept, _, _ = await store.tasks.submit(_submission(worker, "tsk_1"), clock.now(), _accept)
+    kept, _, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
     clock.advance(1)
-    gone, _, _ = await store.tasks.submit(_submission(worker, "tsk_2"), clock.now(), _accept)
+    gone, _, _ = await store.tasks.submit(submission(worker, "tsk_2"), clock.now(), _accept)
     await store.tasks.archive(gone.key, clock.now())
     listed, total = await store.tasks.list_visible(
         worker.organization_id, worker.user_id, worker_id=None, status=None, offset=0, limit=50
@@ -368,7 +346,7 @@ async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: Fak
 async def test_concurrent_claimers_never_share_a_job(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     for number in range(40):
-        await store.tasks.submit(_submission(worker, f"tsk_{number}"), clock.now(), _accept)
+        await store.tasks.submit(submission(worker, f"tsk_{number}"), clock.now(), _accept)
     batches = await asyncio.gather(
         *(claim_turns(store, f"r{n}", 7, clock.now(), LEASE) for n in range(8))
     )

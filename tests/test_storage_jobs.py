@@ -13,9 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import FakeClock
-from kennel import ids
 from kennel.errors import LeaseLostError
-from kennel.models import Budget, Submission, TaskStatus, TriggeredBy, Worker
+from kennel.models import TaskStatus, Worker
 from kennel.models.jobs import MAIL_JOB, TURN_JOB, WEBHOOK_JOB, DeliveryAttempts, Job
 from kennel.models.mail import Bounce
 from kennel.services.jobs import Attempt, Jobs
@@ -23,7 +22,7 @@ from kennel.storage import Store
 from kennel.storage.jobs import fence
 from kennel.storage.tables import jobs
 from kennel.storage.webhooks import queue_delivery
-from records import stored_worker
+from records import stored_worker, submission
 
 LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 3
@@ -57,20 +56,9 @@ async def enqueue(queue: Store, clock: FakeClock, kind: str) -> Enqueue:
 
 
 async def _turn(store: Store, worker: Worker, clock: FakeClock) -> str:
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id=ids.task_id(),
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="hello",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=MAX_ATTEMPTS,
+    _, turn, _ = await store.tasks.submit(
+        submission(worker, max_attempts=MAX_ATTEMPTS), clock.now(), lambda _task: None
     )
-    _, turn, _ = await store.tasks.submit(submission, clock.now(), lambda _task: None)
     return turn.id
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from conftest import FakeClock
 from kennel import ids
-from kennel.models import Budget, Submission, Task, TaskStatus, TriggeredBy, Worker
+from kennel.models import Task, TaskStatus, Worker
 from kennel.models.webhooks import DeliveryStatus, WebhookExecution
 from kennel.storage import Store
 from kennel.storage.webhooks import queue_delivery
-from records import stored_worker
+from records import stored_worker, submission
 
 
 def _execution(worker: Worker, clock: FakeClock, **changes: object) -> WebhookExecution:
@@ -87,20 +87,8 @@ async def test_executions_page_newest_first(store: Store, clock: FakeClock) -> N
 
 async def test_an_execution_keeps_its_task_and_failure(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id="tsk_hooked",
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="Hello there",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
-    )
-    task, _, _ = await store.tasks.submit(submission, clock.now(), _accept)
+    hooked = submission(worker, "tsk_hooked", provisional_title="Hello there")
+    task, _, _ = await store.tasks.submit(hooked, clock.now(), _accept)
     failed = _execution(
         worker,
         clock,
@@ -119,20 +107,7 @@ async def _queued_delivery(store: Store, clock: FakeClock) -> Worker:
     """A worker with a webhook and one task end queued for it."""
     worker = await stored_worker(store, clock)
     await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
-    submission = Submission(
-        organization_id=worker.organization_id,
-        task_id=ids.task_id(),
-        worker=worker,
-        input="hello",
-        budget=Budget.STANDARD,
-        triggered_by=TriggeredBy.API,
-        created_by_user_id=worker.user_id,
-        provisional_title="Hello",
-        metadata={},
-        turn_id=ids.turn_id(),
-        max_attempts=3,
-    )
-    task, turn, _ = await store.tasks.submit(submission, clock.now(), _accept)
+    task, turn, _ = await store.tasks.submit(submission(worker), clock.now(), _accept)
 
     def work(conn: Any) -> bool:
         return queue_delivery(conn, task.key, turn.id, TaskStatus.COMPLETED, clock.now(), 8)
