@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import time
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,10 @@ from kennel.storage.wakeups import CHANNEL, Wakeups
 
 _TOPICS = "kennel_topics"
 READERS = 4
+IDLE_PING_SECONDS = 10.0
+"""A pooled PostgreSQL connection that sat unused this long is checked before it is used: the
+server may have dropped it meanwhile (a restart, an idle timeout). One in steady use is not:
+a check before every transaction would cost a round trip each."""
 T = TypeVar("T")
 Q = TypeVar("Q", bound=sa.Select[Any])
 _MIGRATION_LOCK = 7349021
@@ -93,9 +98,9 @@ class Database:
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
                 json_serializer=jsonvalues.dumps,
             )
+            _ping_when_idle(self._engine.sync_engine)
 
     async def write(self, work: Callable[[sa.Connection], T]) -> T:
         """`work` in one read-write transaction, committed if it returns; topics it published
@@ -165,6 +170,31 @@ def _with_topics(
     conn.info[_TOPICS] = set()
     result = work(conn)
     return result, conn.info.pop(_TOPICS)
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Check a connection that sat idle in the pool (`IDLE_PING_SECONDS`) before handing it
+    out; a dead one is replaced by a new connection (the pool retries when a checkout raises
+    `DisconnectionError`)."""
+
+    @sa.event.listens_for(engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error:
+            alive = False
+        if not alive:
+            raise sa.exc.DisconnectionError("a pooled connection was dropped while idle")
+
+
+_IDLE_SINCE = "kennel_idle_since"
 
 
 def _ensure_sqlite_folder(url: str) -> None:
