@@ -313,18 +313,10 @@ def _back(
     spent: bool,
     **values: object,
 ) -> bool:
-    attempts = jobs.c.attempts if spent else jobs.c.attempts - 1
-    result = conn.execute(
-        _held(job).values(
-            status=QUEUED,
-            run_after=run_after,
-            last_error=error,
-            attempts=attempts,
-            **values,
-            **NO_LEASE,
-        )
-    )
-    return bool(result.rowcount)
+    # The held row's attempts are the claim's own (only a claim sets them, with a new token).
+    attempts = job.attempts if spent else job.attempts - 1
+    back = {"status": QUEUED, "run_after": run_after, "last_error": error, "attempts": attempts}
+    return bool(_set_held(conn, job, {**back, **values, **NO_LEASE}))
 
 
 def _set_held(conn: sa.Connection, job: Job, values: Mapping[str, object]) -> int:
@@ -388,14 +380,6 @@ def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) 
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
     return claiming(query, of=jobs)
-
-
-def _held(job: Job) -> sa.Update:
-    return jobs.update().where(
-        jobs.c.id == job.job_id,
-        jobs.c.lease_token == job.lease_token,
-        jobs.c.status == RUNNING,
-    )
 
 
 def _by_kind(rows: Sequence[Job] | Sequence[sa.Row[tuple[str, str]]]) -> dict[str, list[str]]:
