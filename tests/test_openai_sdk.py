@@ -131,12 +131,19 @@ async def test_responses_bodies_are_the_ones_the_sdk_sends(call: dict[str, Any])
 def test_plain_fields_move_to_extra_body_and_the_rest_stays() -> None:
     messages = [{"role": "user", "content": "hi"}]
     odd = [{"role": "user", "content": ("hi",)}]
-    arguments = {"model": "m", "messages": messages, "tools": odd, "extra_body": {"x": 1}}
+    arguments = {
+        "model": "m",
+        "messages": messages,
+        "tools": odd,
+        "stream": True,
+        "timeout": 5.0,
+        "extra_body": {"x": 1},
+    }
     moved = as_they_are(arguments)
 
-    assert moved["extra_body"] == {"messages": messages, "x": 1}
-    assert moved["tools"] is odd and moved["model"] == "m"
-    assert moved["messages"] is omit
+    assert moved["extra_body"] == {"model": "m", "messages": messages, "x": 1}
+    assert moved["tools"] is odd and moved["stream"] is True and moved["timeout"] == 5.0
+    assert moved["messages"] is omit and moved["model"] is omit
 
 
 def _property_infos(annotation: Any, seen: set[int]) -> Iterator[PropertyInfo]:

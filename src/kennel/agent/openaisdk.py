@@ -8,8 +8,11 @@ JSON values: no field of their parameters is renamed (`PropertyInfo(alias=...)`)
 (`PropertyInfo(format=...)`), which `tests/test_openai_sdk.py` checks on every SDK version,
 and plain values need no other conversion. So the plain JSON arguments pydantic-ai passes are
 handed to the SDK as `extra_body`, which it sends as they are, merged under the caller's own
-`extra_body` (which wins on a shared key, as it does over the body). Anything else (an
-iterator, a pydantic model, a value the SDK omits) still goes through the SDK's walk.
+`extra_body` (which wins on a shared key, as it does over the body). Scalars move too: even
+they cost the walk a type lookup, and the one for `model` hashes a `Literal` of every model
+name. Only `stream` stays an argument, since the SDK reads it to choose how to read the answer.
+Anything else (an iterator, a pydantic model, a value the SDK omits) still goes through the
+SDK's walk.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 
-_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
-"""The arguments of a `create` that are request options, not fields of the body."""
+_KEPT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "stream"})
+"""The arguments of a `create` that stay arguments: request options, and `stream`."""
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -48,7 +51,7 @@ def as_they_are(arguments: dict[str, Any]) -> dict[str, Any]:
     moved = {
         name: value
         for name, value in arguments.items()
-        if name not in _OPTIONS and isinstance(value, dict | list) and _is_plain(value)
+        if name not in _KEPT and _is_plain(value)
     }
     if not moved:
         return arguments
