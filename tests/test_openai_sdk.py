@@ -64,6 +64,7 @@ CHAT_CALLS: list[dict[str, Any]] = [
     },
     {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
     {"model": "m", "messages": iter(MESSAGES), "tools": (tool for tool in TOOLS)},
+    {"model": "m", "messages": [{"role": "user", "content": ({"type": "text", "text": "hi"},)}]},
 ]
 RESPONSES_CALLS: list[dict[str, Any]] = [
     {
@@ -130,7 +131,7 @@ async def test_responses_bodies_are_the_ones_the_sdk_sends(call: dict[str, Any])
 
 def test_plain_fields_move_to_extra_body_and_the_rest_stays() -> None:
     messages = [{"role": "user", "content": "hi"}]
-    odd = [{"role": "user", "content": ("hi",)}]
+    odd = [{"role": "user", "content": iter(["hi"])}]  # not JSON: the SDK's walk reads it
     arguments = {
         "model": "m",
         "messages": messages,

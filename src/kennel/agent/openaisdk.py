@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,12 +64,17 @@ def as_they_are(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_plain(value: Any) -> bool:
-    kind = type(value)
-    if kind is dict:
-        return all(type(key) is str and _is_plain(item) for key, item in value.items())
-    if kind is list:
-        return all(_is_plain(item) for item in value)
-    return kind in _SCALARS
+    """Whether `value` is made of JSON's own types only: the C encoder, which takes nothing
+    else, tells at a fraction of the cost of a walk in Python."""
+    if type(value) in _SCALARS:
+        return True
+    if type(value) is not dict and type(value) is not list:
+        return False
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):  # not JSON (an iterator, a model, bytes), or circular
+        return False
+    return True
 
 
 class _Completions(AsyncCompletions):
