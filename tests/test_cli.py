@@ -161,3 +161,23 @@ def test_serve_leaves_httpx_command_line_client_out() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.splitlines() == ["[]", "AsyncClient"]
+
+
+def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
+    tmp_path: Path,
+) -> None:
+    """Before serving, the objects built so far leave the cycle collector's generations."""
+    script = (
+        "import gc, sys, uvicorn\n"
+        "def run(app, **options):\n"
+        "    print(gc.get_freeze_count() > 100_000, gc.get_threshold()[0])\n"
+        "uvicorn.run = run\n"
+        "from kennel.cli import main\n"
+        "main(['serve', '--port', '0'])\n"
+    )
+    env = {**os.environ, "KENNEL_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "True 7000"

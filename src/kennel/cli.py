@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from typing import Any
@@ -77,6 +78,7 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo(f"  key: {created.key}")
     click.echo(f"Dashboard: {settings.base_url}/ (sign in with an API key)")
     app = create_app(build(settings))
+    _settle_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,
@@ -85,6 +87,26 @@ def serve(host: str | None, port: int | None) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+YOUNG_GC_THRESHOLD = 7000
+"""Allocations between two collections of the youngest generation (Python's default: 700)."""
+
+
+def _settle_garbage_collector() -> None:
+    """Keep the cycle collector off what the server holds for its lifetime, and off requests.
+
+    Started, the process holds about a million objects (modules, classes, the app) that never
+    become garbage, and every full collection walked them all again: ~100 ms each, a few
+    times a minute under load, about a tenth of a task's CPU. `gc.freeze()` moves them out of
+    the collector's sight. Young collections every 700 allocations also walked the objects of
+    every request in flight, then again in the older generations before they ended; 10 times
+    fewer collections let most of them end unseen. Garbage in cycles waits at most those 7000
+    allocations longer. Only `serve` does this: a process that builds apps again and again (the
+    tests) must not freeze what it will drop.
+    """
+    gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD)
 
 
 def _without_httpx_cli() -> None:
