@@ -50,9 +50,7 @@ def as_they_are(arguments: dict[str, Any]) -> dict[str, Any]:
     if extra is not None and not isinstance(extra, Mapping):
         return arguments
     moved = {
-        name: value
-        for name, value in arguments.items()
-        if name not in _KEPT and _is_plain(value)
+        name: value for name, value in arguments.items() if name not in _KEPT and _is_plain(value)
     }
     if not moved:
         return arguments
