@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from kennel.cli import main
+from kennel.cli import _configure_logging, main
 from server import KENNEL, free_port
 
 
@@ -181,3 +182,19 @@ def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "True 7000"
+
+
+def test_the_server_log_leaves_out_each_model_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kennel's access log stays at INFO; the HTTP clients' line per request does not."""
+    monkeypatch.setattr(logging.root, "handlers", [])
+    loggers = [logging.root, logging.getLogger("httpx2"), logging.getLogger("kennel.access")]
+    levels = [logger.level for logger in loggers]
+    try:
+        _configure_logging()
+
+        assert logging.getLogger("kennel.access").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("httpx2").isEnabledFor(logging.INFO)
+        assert logging.getLogger("httpx2").isEnabledFor(logging.WARNING)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)  # setLevel, not an attribute: it also clears level caches

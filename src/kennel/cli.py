@@ -67,9 +67,7 @@ def serve(host: str | None, port: int | None) -> None:
     from kennel.app import build, create_app
 
     settings = _settings(host=host, port=port)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     _announce_database(settings)
     created = _run(_bootstrap(settings), settings)
     if created is not None:
@@ -87,6 +85,20 @@ def serve(host: str | None, port: int | None) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+"""HTTP clients that log every request they send at INFO (a line per model request)."""
+
+
+def _configure_logging() -> None:
+    """The server's log: Kennel's own lines (the access log among them) from INFO up; the HTTP
+    clients only when something goes wrong."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 YOUNG_GC_THRESHOLD = 7000
