@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from pathlib import Path
+
+import pytest
 
 from fakellm import FakeLLM, Text
-from kennelapp import Api
+from kennel.models import Turn
+from kennelapp import Api, kennel_api, settings_for
 
 
 async def test_a_task_without_worker_creates_one_and_answers(api: Api, llm: FakeLLM) -> None:
@@ -94,3 +100,40 @@ async def test_nul_characters_from_the_model_are_kept_out_of_the_database(
         params={"stream": "true", "taskId": worker["metadata"]["taskId"]},
     )
     assert "\x00" not in stream.text and "\\u0000" not in stream.text
+
+
+async def test_a_blocking_answer_learns_that_its_turn_ended_without_reading_the_turn(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waits for the end from before the turn is stored: the wake-up is all it needs."""
+    reads: list[str] = []
+    get_turn = api.kennel.store.tasks.get_turn
+
+    async def counted(turn_id: str) -> Turn | None:
+        reads.append(turn_id)
+        return await get_turn(turn_id)
+
+    monkeypatch.setattr(api.kennel.store.tasks, "get_turn", counted)
+    response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
+    assert response.json()["status"] == "completed"
+    assert reads == []
+
+
+async def test_a_blocking_answer_whose_wake_up_is_lost_reads_the_turn_at_the_keepalive(
+    tmp_path: Path, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wake-ups are hints: without one, the answer still comes, after a keep-alive."""
+    settings = settings_for(tmp_path, llm, keepalive_seconds=0.3)
+    async with kennel_api(settings) as api:
+        wakeups = api.kennel.store.database.wakeups
+        publish = wakeups.publish_local
+        monkeypatch.setattr(
+            wakeups,
+            "publish_local",
+            lambda topic: None if topic.startswith("turn:") else publish(topic),
+        )
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
+    assert response.json()["output_text"] == "echo: Say hello to Oslo"
+    assert time.monotonic() - started >= 0.3

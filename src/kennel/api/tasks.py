@@ -17,7 +17,7 @@ from kennel.api.schemas import CreateTaskBody, PageNumber
 from kennel.api.sse import sse_response, task_events
 from kennel.files.uploads import read_multipart
 from kennel.models import TaskSnapshot, TaskStatus
-from kennel.services.tasks import Submitted, TaskRequest
+from kennel.services.tasks import TaskRequest, WorkerState
 
 router = APIRouter(prefix="/api/tasks", responses=COMMON_ERRORS)
 
@@ -39,18 +39,20 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
         else:
             fields, uploads = await read_json(request, app.settings.max_json_bytes), []
         body = CreateTaskBody.model_validate(fields)
-        submitted = await app.tasks.submit(
-            caller,
-            TaskRequest(
-                input=body.input,
-                budget=body.budget,
-                task_id=body.task_id,
-                worker_id=body.worker_id,
-                metadata=body.metadata or {},
-                uploads=uploads,
-                live=body.stream,
-            ),
+        task_request = TaskRequest(
+            input=body.input,
+            budget=body.budget,
+            task_id=body.task_id,
+            worker_id=body.worker_id,
+            metadata=body.metadata or {},
+            uploads=uploads,
+            live=body.stream,
         )
+        if body.stream:
+            submitted = await app.tasks.submit(caller, task_request)
+        else:
+            keepalive = app.settings.keepalive_seconds
+            submitted, news = await app.tasks.answer(caller, task_request, keepalive)
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
         events = task_events(
@@ -63,17 +65,15 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
         return sse_response(events, headers)
     # Headers leave now that the turn is stored; whitespace keeps the SDK's read timeout from
     # re-sending the request while the turn runs (spec §16.18). JSON parsers skip it.
-    return StreamingResponse(
-        _blocking(app, submitted), media_type="application/json", headers=headers
-    )
+    return StreamingResponse(_blocking(app, news), media_type="application/json", headers=headers)
 
 
-async def _blocking(app: Services, submitted: Submitted) -> AsyncIterator[bytes]:
-    keepalive = app.settings.keepalive_seconds
-    while not await app.tasks.wait_for_turn(submitted.turn.id, keepalive):
-        yield KEEPALIVE
-    state = await app.tasks.state_of_task(submitted.worker, submitted.task.key, submitted.turn.id)
-    yield json.dumps(app.wire.worker(state), ensure_ascii=False).encode()
+async def _blocking(app: Services, news: AsyncIterator[WorkerState | None]) -> AsyncIterator[bytes]:
+    async for state in news:
+        if state is None:
+            yield KEEPALIVE
+        else:
+            yield json.dumps(app.wire.worker(state), ensure_ascii=False).encode()
 
 
 @router.get("")

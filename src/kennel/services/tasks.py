@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from kennel import ids
 from kennel.agent.models import ModelCatalog
@@ -88,7 +89,9 @@ class TaskService:
         self._clock = clock
         self._settings = settings
 
-    async def submit(self, principal: Principal, request: TaskRequest) -> Submitted:
+    async def submit(
+        self, principal: Principal, request: TaskRequest, *, turn_id: str | None = None
+    ) -> Submitted:
         """Durably store a new turn (and its task, and maybe a new worker); a runner will run it."""
         task_id = request.task_id or ids.task_id()
         if not ids.is_valid_client_id(task_id):
@@ -120,7 +123,7 @@ class TaskService:
             created_by_user_id=principal.user_id,
             provisional_title=provisional_title(request.input),
             metadata=request.metadata,
-            turn_id=ids.turn_id(),
+            turn_id=turn_id or ids.turn_id(),
             max_attempts=self._settings.job_max_attempts,
             create_worker=create_worker,
             files=tuple(files),
@@ -157,6 +160,35 @@ class TaskService:
         if request.worker_id is not None and request.worker_id != worker.id:
             raise ConflictError(f"task {task_id} belongs to another worker")
         return worker, False
+
+    async def answer(
+        self, principal: Principal, request: TaskRequest, keepalive: float
+    ) -> tuple[Submitted, AsyncGenerator[WorkerState | None]]:
+        """Submit a turn, and what to say while it runs: None every `keepalive` seconds it runs
+        on, then its final state.
+
+        The turn's end is awaited from before it is stored, so learning that it ended takes no
+        read; a read follows each `keepalive` without a wake-up (wake-ups are hints). Closing
+        the generator (or dropping it) stops the waiting.
+        """
+        news = self._submitted_then_news(principal, request, keepalive)
+        submitted = await anext(news)
+        assert isinstance(submitted, Submitted)  # the generator's first item, by its contract
+        return submitted, cast(AsyncGenerator[WorkerState | None], news)
+
+    async def _submitted_then_news(
+        self, principal: Principal, request: TaskRequest, keepalive: float
+    ) -> AsyncGenerator[Submitted | WorkerState | None]:
+        turn_id = ids.turn_id()
+        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
+            submitted = await self.submit(principal, request, turn_id=turn_id)
+            yield submitted
+            while not await ended.wait(keepalive):
+                turn = await self._store.tasks.get_turn(turn_id)
+                if turn is not None and turn.status.is_terminal:
+                    break
+                yield None
+        yield await self.state_of_task(submitted.worker, submitted.task.key, turn_id)
 
     async def wait_for_turn(self, turn_id: str, seconds: float) -> bool:
         """Whether the turn has ended, waiting up to `seconds` for it to.
