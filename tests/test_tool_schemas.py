@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from pydantic_ai.models import Model, ModelRequestParameters, infer_model
+from pydantic_ai.models import Model, ModelRequestParameters, infer_model, prepare_return_schemas
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.tools import ToolDefinition
 
@@ -100,3 +102,23 @@ async def test_a_changed_schema_object_is_adapted_anew() -> None:
     assert second.function_tools[0].parameters_json_schema["properties"] == {
         "x": {"type": "integer"}
     }
+
+
+@pytest.mark.parametrize("name", MODELS)
+async def test_requests_send_the_definitions_without_copying_them(name: str) -> None:
+    """The definitions hold no return schema (Kennel never sends one), so a model's request
+    preparation has nothing to clear: it sends what a model would have made of them."""
+    model = _plain(name)
+    parameters = await _parameters(model)
+    returning = replace(
+        parameters,
+        function_tools=[
+            replace(tool, return_schema={"type": "string"}) for tool in parameters.function_tools
+        ],
+    )
+    support = bool(model.profile.get("supports_tool_return_schema"))
+
+    assert all(tool.return_schema is None for tool in parameters.function_tools)
+    assert prepare_return_schemas(parameters, supports_tool_return_schema=support) is parameters
+    cleared = prepare_return_schemas(returning, supports_tool_return_schema=support)
+    assert cleared.function_tools == parameters.function_tools

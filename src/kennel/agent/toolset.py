@@ -10,7 +10,7 @@ model reads: a tool never fails the turn.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,9 +70,17 @@ class ToolCatalog:
         self._tools: dict[str, ToolsetTool[Toolbox]] | None = None
 
     async def prepare(self, model: Model) -> None:
-        """Build the definitions and validators once (they do not depend on the turn)."""
+        """Build the definitions and validators once (they do not depend on the turn).
+
+        The definitions leave out the schemas of the tools' return values, which Kennel never
+        sends: a model would otherwise copy every definition without it on every request.
+        """
         if self._tools is None:
-            self._tools = await self._toolset.get_tools(_context(None, model))
+            tools = await self._toolset.get_tools(_context(None, model))
+            self._tools = {
+                name: replace(tool, tool_def=replace(tool.tool_def, return_schema=None))
+                for name, tool in tools.items()
+            }
 
     def definitions(self, offered: frozenset[str]) -> list[ToolDefinition]:
         """The definitions of the offered tools, in a stable order."""
