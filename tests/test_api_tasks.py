@@ -137,3 +137,13 @@ async def test_a_blocking_answer_whose_wake_up_is_lost_reads_the_turn_at_the_kee
             response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
     assert response.json()["output_text"] == "echo: Say hello to Oslo"
     assert time.monotonic() - started >= 0.3
+
+
+async def test_a_turn_nobody_follows_asks_the_model_without_streaming(
+    api: Api, llm: FakeLLM
+) -> None:
+    """On every database: a blocking call has no reader, here or in another process, so its
+    model request is a plain one and its chunks are written once, with its end."""
+    response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
+    assert response.json()["status"] == "completed"
+    assert [request.get("stream", False) for request in llm.requests] == [False]

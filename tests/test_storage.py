@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -22,7 +23,8 @@ from kennel.models import (
     Visibility,
     WorkspaceFile,
 )
-from kennel.storage import Database, Store
+from kennel.storage import WATCH_SECONDS, Database, Store
+from kennel.storage import wakeups as wakeups_module
 from records import claim_turns, stored_worker, submission, worker_record
 
 LEASE = timedelta(seconds=30)
@@ -368,6 +370,35 @@ async def test_commits_wake_waiters_in_every_process(store: Store, database_url:
             if not store.database.dialect.sole_process:
                 assert await remote.wait(5)
             assert not await local.wait(0.05)
+    finally:
+        await other.close()
+
+
+async def test_a_reader_in_another_process_is_seen_watching_for_a_while(
+    store: Store, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader elsewhere says it watches a topic (PostgreSQL's NOTIFY; one SQLite process has
+    no elsewhere); it counts for two `WATCH_SECONDS` after it last said so."""
+    other = Database(database_url)
+    await other.start_listening()
+    wakeups = other.wakeups
+    try:
+        await store.database.say_watching("task:42")
+        if not store.database.dialect.sole_process:
+            async with asyncio.timeout(5):
+                while not wakeups.is_watched("task:42"):
+                    await asyncio.sleep(0.01)
+        else:
+            await asyncio.sleep(0.1)
+            assert not wakeups.is_watched("task:42")
+        assert not wakeups.is_watched("task:43")
+        with wakeups.subscribe("task:43"):
+            assert wakeups.is_watched("task:43")
+        assert not wakeups.is_watched("task:43")
+
+        later = time.monotonic() + 2 * WATCH_SECONDS
+        monkeypatch.setattr(wakeups_module.time, "monotonic", lambda: later)
+        assert not wakeups.is_watched("task:42")
     finally:
         await other.close()
 

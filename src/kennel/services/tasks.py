@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from kennel.models import (
 from kennel.models.mail import InboundEmail
 from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
-from kennel.storage import Store, task_topic, turn_topic
+from kennel.storage import WATCH_SECONDS, Store, task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
 POLL_SECONDS = 1.0
@@ -233,9 +234,13 @@ class TaskService:
 
         Yields None whenever `idle_timeout` seconds pass without an event (time for a keep-alive).
         """
-        with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
-            idle_since = time.monotonic()
+        database, topic = self._store.database, task_topic(task_key)
+        with database.wakeups.subscribe(topic) as wakeup:
+            idle_since, said_at = time.monotonic(), -math.inf
             while True:
+                if time.monotonic() - said_at >= WATCH_SECONDS:
+                    await database.say_watching(topic)
+                    said_at = time.monotonic()
                 events, ended = await self._store.events.news(task_key, after, turn_id)
                 for event in events:
                     after = event.seq

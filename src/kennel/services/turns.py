@@ -291,12 +291,10 @@ class TurnService:
         return budget_caps(budget, self._settings)
 
     def _watcher_of(self, task_key: int) -> Callable[[], bool]:
-        """Whether anyone may be following the task live: its local readers subscribe to its
-        topic; readers in other processes (PostgreSQL) can't be seen, so assume there are."""
-        if not self._store.database.dialect.sole_process:
-            return lambda: True
+        """Whether anyone may be following the task live: a reader here subscribes to its
+        topic, one in another process (PostgreSQL) says so every few seconds."""
         wakeups, topic = self._store.database.wakeups, task_topic(task_key)
-        return lambda: wakeups.has_subscribers(topic)
+        return lambda: wakeups.is_watched(topic)
 
     def _append_for(self, job: TurnJob) -> Callable[[list[str]], Awaitable[object]]:
         async def append(bodies: list[str]) -> object:

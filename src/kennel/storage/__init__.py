@@ -31,6 +31,7 @@ from kennel.storage.usage import UsageStore
 from kennel.storage.wakeups import (
     JOBS_TOPIC,
     SCHEDULES_TOPIC,
+    WATCH_SECONDS,
     Subscription,
     Wakeups,
     cancel_topic,
@@ -79,6 +80,7 @@ class Store:
 __all__ = [
     "JOBS_TOPIC",
     "SCHEDULES_TOPIC",
+    "WATCH_SECONDS",
     "Database",
     "ProcessLock",
     "Store",

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from kennel import jsonvalues
 from kennel.errors import DatabaseInUseError
-from kennel.storage.wakeups import CHANNEL, Wakeups
+from kennel.storage.wakeups import CHANNEL, WATCHING, Wakeups
 
 _TOPICS = "kennel_topics"
 READERS = 4
@@ -124,6 +124,13 @@ class Database:
         in other processes through PostgreSQL's NOTIFY (which is also sent only on commit)."""
         conn.info.setdefault(_TOPICS, set()).update(topics)
         self.dialect.notify(conn, topics)
+
+    async def say_watching(self, topic: str) -> None:
+        """Tell the other processes that a reader here follows `topic` (see `Wakeups.is_watched`);
+        to be said again every `WATCH_SECONDS` while it does. One process needs no telling."""
+        if self.dialect.sole_process:
+            return
+        await self.read(lambda conn: self.dialect.notify(conn, [WATCHING + topic]))
 
     async def _in_thread(
         self, threads: ThreadPoolExecutor, engine: sa.Engine, work: Callable[[sa.Connection], T]

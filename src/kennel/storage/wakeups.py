@@ -3,12 +3,17 @@
 A waiter subscribes *before* it reads the database and waits *after*, so a commit that lands
 between the read and the wait is never missed. Waiters still poll with a timeout: a wake-up
 is a hint that saves latency, never the only way to see new rows.
+
+A process also tells the others what it is watching (`watching`, on PostgreSQL): a run
+streams its chunks as they come only while someone may be following its task, in whichever
+process that reader is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +24,10 @@ import sqlalchemy as sa
 logger = logging.getLogger(__name__)
 
 CHANNEL = "kennel"
+WATCHING = "watching:"
+"""A notification's topic starting with this names a topic some process's reader follows."""
+WATCH_SECONDS = 5.0
+"""A reader says again that it is watching this often; it counts as gone after twice that."""
 
 
 class Subscription:
@@ -43,6 +52,8 @@ class Subscription:
 class Wakeups:
     def __init__(self) -> None:
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._watched_elsewhere: dict[str, float] = {}
+        """Topics other processes said they watch, with when they last said so."""
         self._listener: Any = None
 
     @contextmanager
@@ -57,8 +68,13 @@ class Wakeups:
             if not subscribers:
                 del self._subscribers[topic]
 
-    def has_subscribers(self, topic: str) -> bool:
-        return topic in self._subscribers
+    def is_watched(self, topic: str) -> bool:
+        """Whether a reader in this process subscribes to `topic`, or one in another process
+        said it watches `topic` within the last two `WATCH_SECONDS`."""
+        if topic in self._subscribers:
+            return True
+        said = self._watched_elsewhere.get(topic)
+        return said is not None and time.monotonic() - said < 2 * WATCH_SECONDS
 
     def publish_local(self, topic: str) -> None:
         for subscription in self._subscribers.get(topic, ()):
@@ -74,7 +90,19 @@ class Wakeups:
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         for topic in payload.split(","):
-            self.publish_local(topic)
+            if topic.startswith(WATCHING):
+                self._heard_watching(topic.removeprefix(WATCHING))
+            else:
+                self.publish_local(topic)
+
+    def _heard_watching(self, topic: str) -> None:
+        now = time.monotonic()
+        if len(self._watched_elsewhere) >= 1024:  # forget readers long gone, now and then
+            stale = now - 2 * WATCH_SECONDS
+            for known, said in list(self._watched_elsewhere.items()):
+                if said < stale:
+                    del self._watched_elsewhere[known]
+        self._watched_elsewhere[topic] = now
 
     async def close(self) -> None:
         if self._listener is not None:
