@@ -34,8 +34,9 @@ sample taken every 50 ms and the kernel's high-water mark (VmHWM) read before ea
 
 Caveats
 -------
-* Everything shares this machine's cores: the fake model (two model calls per new task: the
-  turn and its title) and the load generator compete with the server. Their CPU per task is
+* Everything shares this machine's cores: the fake model (one model call per plain task: its
+  short input is its own title, so no title is asked for) and the load generator compete with
+  the server. Their CPU per task is
   reported, and so is the CPU used by *other* processes during each phase (other people's test
   runs skew the numbers; rerun when "other CPU" is not ~0).
 * Burst connections are opened before the clock starts: the number measures task handling, not
