@@ -111,11 +111,11 @@ def _settle_garbage_collector() -> None:
     Started, the process holds about 250,000 objects the collector tracks (modules, classes,
     the app) that never become garbage, and every full collection walked them all again:
     100 to 170 ms each, a few times a minute under load, over a tenth of a task's CPU in a
-    burst. `gc.freeze()` moves them out of the collector's sight. Young collections every 700 allocations also walked the objects of
-    every request in flight, then again in the older generations before they ended; 10 times
-    fewer collections let most of them end unseen. Garbage in cycles waits at most those 7000
-    allocations longer. Only `serve` does this: a process that builds apps again and again (the
-    tests) must not freeze what it will drop.
+    burst. `gc.freeze()` moves them out of the collector's sight. Young collections every 700
+    allocations also walked the objects of every request in flight, then again in the older
+    generations before they ended; 10 times fewer collections let most of them end unseen.
+    Garbage in cycles waits at most those 7000 allocations longer. Only `serve` does this: a
+    process that builds apps again and again (the tests) must not freeze what it will drop.
     """
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD)
