@@ -114,9 +114,12 @@ def _settle_garbage_collector() -> None:
     burst. `gc.freeze()` moves them out of the collector's sight. Young collections every 700
     allocations also walked the objects of every request in flight, then again in the older
     generations before they ended; 10 times fewer collections let most of them end unseen.
-    Garbage in cycles waits at most those 7000 allocations longer. Only `serve` does this: a
-    process that builds apps again and again (the tests) must not freeze what it will drop.
+    Garbage in cycles waits at most those 7000 allocations longer. A full collection first
+    frees what the start left in cycles (the app the bootstrap built and closed, among others),
+    which frozen would stay for good. Only `serve` does this: a process that builds apps again
+    and again (the tests) must not freeze what it will drop.
     """
+    gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_GC_THRESHOLD)
 
