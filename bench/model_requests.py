@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from floor import cpu_loop_s
 from pydantic_ai import direct
 from pydantic_ai.messages import (
     InstructionPart,
@@ -98,14 +99,6 @@ async def per_call_ms(requests: int, call: Callable[[int], Awaitable[object]]) -
             await call(i)
         costs.append((time.process_time() - before) / size * 1000)
     return statistics.median(costs)
-
-
-def cpu_loop_s() -> float:
-    before = time.process_time()
-    total = 0
-    for i in range(10_000_000):
-        total += i
-    return time.process_time() - before
 
 
 async def measure(
