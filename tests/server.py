@@ -29,6 +29,16 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def python_lines(script: str, env: dict[str, str] | None = None) -> list[str]:
+    """What `script` prints, line by line, run by a fresh interpreter of this environment
+    (with `env`, else this process's); it must exit cleanly."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kennel.cli import _configure_logging, main
-from server import KENNEL, free_port
+from server import KENNEL, free_port, python_lines
 
 
 def _kennel(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -158,10 +157,7 @@ def test_serve_leaves_httpx_command_line_client_out() -> None:
         "print(sorted({'rich', 'pygments'} & set(sys.modules)))\n"
         "print(httpx.AsyncClient.__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.splitlines() == ["[]", "AsyncClient"]
+    assert python_lines(script) == ["[]", "AsyncClient"]
 
 
 def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
@@ -179,12 +175,8 @@ def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
         "from kennel.cli import main\n"
         "main(['serve', '--port', '0'])\n"
     )
-    env = {**os.environ, "KENNEL_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-2:] == ["True 7000", "0"]
+    lines = python_lines(script, {**os.environ, "KENNEL_DATA_DIR": str(tmp_path)})
+    assert lines[-2:] == ["True 7000", "0"]
 
 
 def test_the_server_log_leaves_out_each_model_request(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,10 +3,8 @@ renders (a server that only answers the API never imports them)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from kennel.dashboard.markdown import LINK_REL, render_markdown
+from server import python_lines
 
 
 def test_markdown_is_rendered_without_raw_html_or_unsafe_links() -> None:
@@ -26,10 +24,7 @@ def test_the_app_loads_markdown_it_only_when_markdown_is_rendered() -> None:
         "render_markdown('*x*')\n"
         "print('markdown_it' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.splitlines() == ["False", "True"]
+    assert python_lines(script) == ["False", "True"]
 
 
 def test_the_app_loads_jinja2_only_when_a_page_is_rendered() -> None:
@@ -41,7 +36,4 @@ def test_the_app_loads_jinja2_only_when_a_page_is_rendered() -> None:
         "environment().get_template('signin.html')\n"
         "print('jinja2' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.splitlines() == ["False", "True"]
+    assert python_lines(script) == ["False", "True"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,6 +23,7 @@ from kennel.storage.tables import jobs
 from kennelapp import Api, kennel_api, new_worker, settings_for
 from mailrelay import Relay, Relayed, free_port, mail, send, serving_relay
 from prompts import listed, requests_for, user_parts
+from server import python_lines
 
 DOMAIN = "kennel.test"
 ADA = "ada@acme.test"
@@ -414,8 +413,4 @@ def test_a_server_without_a_mail_port_leaves_the_listener_unloaded(tmp_path: Pat
         "print(type(kennel.smtp).__name__, 'aiosmtpd' in sys.modules)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KENNEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["None False False", "SmtpGateway True"]
+    assert python_lines(script, env) == ["None False False", "SmtpGateway True"]
