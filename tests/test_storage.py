@@ -23,7 +23,7 @@ from kennel.models import (
     Visibility,
     WorkspaceFile,
 )
-from kennel.storage import WATCH_SECONDS, Database, Store
+from kennel.storage import WATCH_SECONDS, Database, Store, Wakeups
 from kennel.storage import wakeups as wakeups_module
 from records import claim_turns, stored_worker, submission, worker_record
 
@@ -401,6 +401,21 @@ async def test_a_reader_in_another_process_is_seen_watching_for_a_while(
         assert not wakeups.is_watched("task:42")
     finally:
         await other.close()
+
+
+def test_readers_gone_elsewhere_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What other processes said they watch is kept only while it counts: a server that saw
+    many readers come and go does not keep them all."""
+    now = [1000.0]
+    monkeypatch.setattr(wakeups_module.time, "monotonic", lambda: now[0])
+    wakeups = Wakeups()
+    for key in range(100):
+        wakeups._on_notification(None, 0, "kennel", f"watching:task:{key}")
+    now[0] += 2 * WATCH_SECONDS
+    wakeups._on_notification(None, 0, "kennel", "watching:task:100")
+
+    assert list(wakeups._watched_elsewhere) == ["task:100"]
+    assert wakeups.is_watched("task:100") and not wakeups.is_watched("task:1")
 
 
 async def test_a_rolled_back_transaction_wakes_nobody(store: Store) -> None:

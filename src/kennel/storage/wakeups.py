@@ -28,6 +28,7 @@ WATCHING = "watching:"
 """A notification's topic starting with this names a topic some process's reader follows."""
 WATCH_SECONDS = 5.0
 """A reader says again that it is watching this often; it counts as gone after twice that."""
+_WATCHED_FOR = 2 * WATCH_SECONDS
 
 
 class Subscription:
@@ -54,6 +55,7 @@ class Wakeups:
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
         self._watched_elsewhere: dict[str, float] = {}
         """Topics other processes said they watch, with when they last said so."""
+        self._forgot_at = time.monotonic()
         self._listener: Any = None
 
     @contextmanager
@@ -74,7 +76,7 @@ class Wakeups:
         if topic in self._subscribers:
             return True
         said = self._watched_elsewhere.get(topic)
-        return said is not None and time.monotonic() - said < 2 * WATCH_SECONDS
+        return said is not None and time.monotonic() - said < _WATCHED_FOR
 
     def publish_local(self, topic: str) -> None:
         for subscription in self._subscribers.get(topic, ()):
@@ -97,11 +99,13 @@ class Wakeups:
 
     def _heard_watching(self, topic: str) -> None:
         now = time.monotonic()
-        if len(self._watched_elsewhere) >= 1024:  # forget readers long gone, now and then
-            stale = now - 2 * WATCH_SECONDS
-            for known, said in list(self._watched_elsewhere.items()):
-                if said < stale:
-                    del self._watched_elsewhere[known]
+        if now - self._forgot_at >= _WATCHED_FOR:  # forget readers gone, once in a while
+            self._forgot_at = now
+            self._watched_elsewhere = {
+                known: said
+                for known, said in self._watched_elsewhere.items()
+                if now - said < _WATCHED_FOR
+            }
         self._watched_elsewhere[topic] = now
 
     async def close(self) -> None:
