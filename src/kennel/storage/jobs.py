@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from kennel.errors import LeaseLostError
 from kennel.models.jobs import ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
+from kennel.storage.statements import new_values, setting
 from kennel.storage.tables import EpochMillis, jobs
 from kennel.storage.wakeups import JOBS_TOPIC
 
@@ -71,17 +72,14 @@ class JobStore:
                 for row in conn.execute(query, params)
             ]
             for job in claimed:
-                conn.execute(
-                    _TAKE,
-                    {
-                        "job_id": job.job_id,
-                        "new_attempts": job.attempts,
-                        "new_lease_owner": owner,
-                        "new_lease_token": job.lease_token,
-                        "new_lease_expires_at": now + lease,
-                        "new_claimed_at": now,
-                    },
-                )
+                taken = {
+                    "attempts": job.attempts,
+                    "lease_owner": owner,
+                    "lease_token": job.lease_token,
+                    "lease_expires_at": now + lease,
+                    "claimed_at": now,
+                }
+                conn.execute(_TAKE, {"job_id": job.job_id, **new_values(taken)})
             for kind, refs in _by_kind(claimed).items():
                 if kind in self._rows:
                     self._rows[kind].claimed(conn, refs, now)
@@ -321,8 +319,7 @@ def _back(
 
 def _set_held(conn: sa.Connection, job: Job, values: Mapping[str, object]) -> int:
     """Set plain `values` on the job if the caller's attempt still holds it; rows changed."""
-    params = {f"new_{name}": value for name, value in values.items()}
-    params.update(job_id=job.job_id, held_token=job.lease_token)
+    params = {"job_id": job.job_id, "held_token": job.lease_token, **new_values(values)}
     return int(conn.execute(_held_update(frozenset(values)), params).rowcount)
 
 
@@ -333,25 +330,20 @@ _TAKE = (
     .where(jobs.c.id == sa.bindparam("job_id"))
     .values(
         status=RUNNING,
-        attempts=sa.bindparam("new_attempts"),
-        lease_owner=sa.bindparam("new_lease_owner"),
-        lease_token=sa.bindparam("new_lease_token"),
-        lease_expires_at=sa.bindparam("new_lease_expires_at"),
-        claimed_at=sa.bindparam("new_claimed_at"),
+        **setting(("attempts", "lease_owner", "lease_token", "lease_expires_at", "claimed_at")),
     )
 )
 
 
 @functools.cache
 def _held_update(names: frozenset[str]) -> sa.Update:
-    """The update of a held job setting `names` (a handful of sets: fencing, settling). Its
-    bound parameters are `new_<column>`: an UPDATE's may not be named after a column it sets."""
+    """The update of a held job setting `names` (a handful of sets: fencing, settling)."""
     held = jobs.update().where(
         jobs.c.id == sa.bindparam("job_id"),
         jobs.c.lease_token == sa.bindparam("held_token"),
         jobs.c.status == RUNNING,
     )
-    return held.values({name: sa.bindparam(f"new_{name}") for name in names})
+    return held.values(setting(names))
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ from kennel.storage.billing import debit
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply
 from kennel.storage.sources import record_task_sources
+from kennel.storage.statements import new_values, setting
 from kennel.storage.tables import EpochMillis, tasks, turn_steps, turns
 from kennel.storage.webhooks import queue_delivery
 
@@ -42,9 +43,8 @@ _OUTCOME = (
     turns.update()
     .where(turns.c.id == sa.bindparam("turn_id"))
     .values(
-        {
-            name: sa.bindparam(f"new_{name}")
-            for name in (
+        setting(
+            (
                 "status",
                 "output_text",
                 "structured_output",
@@ -60,7 +60,7 @@ _OUTCOME = (
                 "ui_message",
                 "completed_at",
             )
-        }
+        )
     )
     .returning(turns.c.seq)
 )
@@ -84,12 +84,12 @@ def _task_totals(ended: bool, titled: bool) -> sa.Update:
         "total_credits": tasks.c.total_credits + sa.bindparam("credits", type_=sa.BigInteger),
         "total_duration_ms": tasks.c.total_duration_ms
         + sa.bindparam("duration_ms", type_=sa.BigInteger),
-        "status": sa.bindparam("new_status"),
+        **setting(("status",)),
     }
     if ended:
-        values["completed_at"] = sa.bindparam("new_completed_at")
+        values.update(setting(("completed_at",)))
     if titled:
-        values["title"] = sa.bindparam("new_title")
+        values.update(setting(("title",)))
     return (
         tasks.update()
         .where(tasks.c.key == sa.bindparam("task_key"))
@@ -145,8 +145,7 @@ def record_outcome(
         "ui_message": outcome.ui_message,
         "completed_at": now,
     }
-    params = {f"new_{name}": value for name, value in ended.items()}
-    seq = conn.execute(_OUTCOME, {"turn_id": turn_id, **params}).scalar_one()
+    seq = conn.execute(_OUTCOME, {"turn_id": turn_id, **new_values(ended)}).scalar_one()
     later_pending = conn.execute(_LATER_PENDING, {"task_key": task_key, "seq": seq}).scalar_one()
     status = TaskStatus.PENDING if later_pending else outcome.status
     organization_id, worker_id = conn.execute(
@@ -155,9 +154,7 @@ def record_outcome(
             "task_key": task_key,
             "credits": usage.credits,
             "duration_ms": outcome.duration_ms,
-            "new_status": status.value,
-            "new_completed_at": now,
-            "new_title": title,
+            **new_values({"status": status.value, "completed_at": now, "title": title}),
         },
     ).one()
     record_work(conn, task_key, turn_id, worker_id, outcome, now)
