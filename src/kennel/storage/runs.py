@@ -31,12 +31,11 @@ from kennel.storage.jobs import (
 from kennel.storage.tables import (
     jobs,
     task_events,
-    tasks,
     turn_steps,
     turns,
     workers,
 )
-from kennel.storage.tasks import task_from_row, turn_from_row
+from kennel.storage.tasks import TASK_BY_KEY, task_from_row, turn_from_row
 from kennel.storage.turns import UNFINISHED, record_outcome
 from kennel.storage.wakeups import (
     JOBS_TOPIC,
@@ -48,7 +47,6 @@ from kennel.storage.workers import worker_from_row
 
 # What every run reads and writes, built once (see `kennel.storage`).
 _TURN = sa.select(turns).where(turns.c.id == sa.bindparam("turn_id"))
-_TASK = sa.select(tasks).where(tasks.c.key == sa.bindparam("task_key"))
 _WORKER = sa.select(workers).where(workers.c.id == sa.bindparam("worker_id"))
 _HISTORY = (
     sa.select(turns.c.model_messages)
@@ -73,7 +71,7 @@ class RunStore:
 
         def work(conn: sa.Connection) -> TurnContext:
             turn_row = conn.execute(_TURN, {"turn_id": turn_id}).one()
-            task_row = conn.execute(_TASK, {"task_key": turn_row.task_key}).one()
+            task_row = conn.execute(TASK_BY_KEY, {"task_key": turn_row.task_key}).one()
             worker_row = conn.execute(_WORKER, {"worker_id": task_row.worker_id}).first()
             if worker_row is None:
                 raise NotFoundError(f"worker {task_row.worker_id} not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -46,7 +47,7 @@ _TASK_BY_ID = sa.select(tasks).where(
     tasks.c.organization_id == sa.bindparam("organization_id"),
     tasks.c.id == sa.bindparam("task_id"),
 )
-_TASK_BY_KEY = sa.select(tasks).where(tasks.c.key == _TASK_KEY)
+TASK_BY_KEY = sa.select(tasks).where(tasks.c.key == _TASK_KEY)
 _TURN_BY_ID = sa.select(*_TURN_COLUMNS).where(turns.c.id == sa.bindparam("turn_id"))
 _TURNS_OF_TASK = (
     sa.select(*_TURN_COLUMNS).where(turns.c.task_key == _TASK_KEY).order_by(turns.c.seq)
@@ -127,7 +128,7 @@ class TaskStore:
 
     async def snapshot(self, task_key: int) -> TaskSnapshot:
         def work(conn: sa.Connection) -> TaskSnapshot:
-            row = conn.execute(_TASK_BY_KEY, {"task_key": task_key}).one()
+            row = conn.execute(TASK_BY_KEY, {"task_key": task_key}).one()
             task_turns = _turns_of(conn, task_key)
             files = task_files_of(conn, task_key)
             sources = task_sources_of(conn, task_key)
@@ -271,9 +272,15 @@ def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
 def _find_task(
     conn: sa.Connection, organization_id: str, task_id: str, *, dialect: Dialect | None = None
 ) -> Task | None:
-    query = _TASK_BY_ID if dialect is None else dialect.locking(_TASK_BY_ID)
+    query = _TASK_BY_ID if dialect is None else _locked_task_by_id(dialect.locking)
     row = conn.execute(query, {"organization_id": organization_id, "task_id": task_id}).first()
     return None if row is None else task_from_row(row)
+
+
+@functools.lru_cache(maxsize=4)
+def _locked_task_by_id(locking: Callable[[sa.Select[Any]], sa.Select[Any]]) -> sa.Select[Any]:
+    """`_TASK_BY_ID` holding its row until the submission commits, built once per dialect."""
+    return locking(_TASK_BY_ID)
 
 
 def _insert_task(conn: sa.Connection, submission: Submission, now: datetime) -> Task:
