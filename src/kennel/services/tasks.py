@@ -169,8 +169,8 @@ class TaskService:
         on, then its final state.
 
         The turn's end is awaited from before it is stored, so learning that it ended takes no
-        read; a read follows each `keepalive` without a wake-up (wake-ups are hints). Closing
-        the generator (or dropping it) stops the waiting.
+        read; after a `keepalive` without a wake-up, `wait_for_turn` reads it (wake-ups are
+        hints). Closing the generator (or dropping it) stops the waiting.
         """
         news = self._submitted_then_news(principal, request, keepalive)
         submitted = await anext(news)
@@ -184,11 +184,10 @@ class TaskService:
         with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
             submitted = await self.submit(principal, request, turn_id=turn_id)
             yield submitted
-            while not await ended.wait(keepalive):
-                turn = await self._store.tasks.get_turn(turn_id)
-                if turn is not None and turn.status.is_terminal:
-                    break
-                yield None
+            done = await ended.wait(keepalive)
+        while not done:
+            yield None
+            done = await self.wait_for_turn(turn_id, keepalive)
         yield await self.state_of_task(submitted.worker, submitted.task.key, turn_id)
 
     async def wait_for_turn(self, turn_id: str, seconds: float) -> bool:
