@@ -11,15 +11,20 @@ from kennel.errors import NotFoundError
 from kennel.models import Organization, Principal, User
 from kennel.storage.database import Database
 from kennel.storage.organizations import organization_from
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import api_keys, organizations, users
 
 # Every request checks its key: built once (see `kennel.storage` on prebuilt statements).
 _ACTIVE_KEY = (api_keys.c.id, api_keys.c.organization_id, api_keys.c.user_id)
-_ACTIVE_KEY_BY_HASH = sa.select(*_ACTIVE_KEY).where(
-    api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+_ACTIVE_KEY_BY_HASH = Prebuilt(
+    sa.select(*_ACTIVE_KEY).where(
+        api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+    )
 )
-_ACTIVE_KEY_BY_ID = sa.select(*_ACTIVE_KEY).where(
-    api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None)
+_ACTIVE_KEY_BY_ID = Prebuilt(
+    sa.select(*_ACTIVE_KEY).where(
+        api_keys.c.id == sa.bindparam("key_id"), api_keys.c.revoked_at.is_(None)
+    )
 )
 
 
@@ -80,13 +85,13 @@ class AuthStore:
     async def principal_for(self, key_hash: str) -> Principal | None:
         """The caller behind a key hash, or None for an unknown or revoked key."""
         params = {"key_hash": key_hash}
-        row = await self._db.read(lambda conn: conn.execute(_ACTIVE_KEY_BY_HASH, params).first())
+        row = await self._db.read(lambda conn: _ACTIVE_KEY_BY_HASH.first(conn, params))
         return None if row is None else Principal(row.organization_id, row.user_id, row.id)
 
     async def principal_for_key(self, key_id: str) -> Principal | None:
         """The caller behind a key id (a dashboard session), or None once it is revoked."""
         params = {"key_id": key_id}
-        row = await self._db.read(lambda conn: conn.execute(_ACTIVE_KEY_BY_ID, params).first())
+        row = await self._db.read(lambda conn: _ACTIVE_KEY_BY_ID.first(conn, params))
         return None if row is None else Principal(row.organization_id, row.user_id, key_id)
 
     async def record_key_use(self, key_id: str, now: datetime, *, unless_since: datetime) -> bool:

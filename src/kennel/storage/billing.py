@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from kennel.storage.database import Database
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import organizations
 
 
@@ -21,10 +22,10 @@ def debit(conn: sa.Connection, organization_id: str, credits: int) -> None:
     """Take `credits` from the organization's balance, if it has one (no balance: unlimited),
     in the caller's transaction (a turn's end bills it with its outcome)."""
     if credits:
-        conn.execute(_DEBIT, {"organization_id": organization_id, "credits": credits})
+        _DEBIT.run(conn, {"organization_id": organization_id, "credits": credits})
 
 
-_DEBIT = (  # built once: every billed turn runs it (see `kennel.storage`)
+_DEBIT = Prebuilt(  # built once: every billed turn runs it (see `kennel.storage`)
     organizations.update()
     .where(
         organizations.c.id == sa.bindparam("organization_id"),

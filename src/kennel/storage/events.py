@@ -8,10 +8,11 @@ import sqlalchemy as sa
 
 from kennel.models import Event, TaskStatus
 from kennel.storage.database import Database
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import task_events, tasks, turns
 
 # Built once: every reader of a stream runs it (see `kennel.storage`).
-_EVENTS_AFTER = (
+_EVENTS_AFTER = Prebuilt(
     sa.select(task_events.c.seq, task_events.c.turn_id, task_events.c.body)
     .where(
         task_events.c.task_key == sa.bindparam("task_key"),
@@ -21,17 +22,17 @@ _EVENTS_AFTER = (
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 # Read first, so that an ended turn's (or task's) events are all among those read after it.
-_TURN_STATUS = sa.select(turns.c.status).where(turns.c.id == sa.bindparam("turn_id"))
-_TASK_STATUS = sa.select(tasks.c.status).where(tasks.c.key == sa.bindparam("task_key"))
+_TURN_STATUS = Prebuilt(sa.select(turns.c.status).where(turns.c.id == sa.bindparam("turn_id")))
+_TASK_STATUS = Prebuilt(sa.select(tasks.c.status).where(tasks.c.key == sa.bindparam("task_key")))
 # ... and every writer, the appends.
-_RESERVE = (
+_RESERVE = Prebuilt(
     tasks.update()
     .where(tasks.c.key == sa.bindparam("task_key"))
     .values(event_seq=tasks.c.event_seq + sa.bindparam("count", type_=sa.BigInteger))
     .returning(tasks.c.event_seq)
 )
-_INSERT = task_events.insert()
-_FIRST_EVENT = (
+_INSERT = Prebuilt(task_events.insert())
+_FIRST_EVENT = Prebuilt(
     turns.update()
     .where(turns.c.id == sa.bindparam("turn_id"), turns.c.first_event_seq.is_(None))
     .values(first_event_seq=sa.bindparam("first", type_=sa.BigInteger))
@@ -52,10 +53,10 @@ class EventStore:
 
         def work(conn: sa.Connection) -> tuple[list[Event], bool]:
             if turn_id is None:
-                status = conn.execute(_TASK_STATUS, params).scalar_one_or_none()
+                status = _TASK_STATUS.scalar(conn, params)
             else:
-                status = conn.execute(_TURN_STATUS, {"turn_id": turn_id}).scalar_one_or_none()
-            rows = conn.execute(_EVENTS_AFTER, params).all()
+                status = _TURN_STATUS.scalar(conn, {"turn_id": turn_id})
+            rows = _EVENTS_AFTER.rows(conn, params)
             ended = status is None or TaskStatus(status).is_terminal
             return [Event(row.seq, row.turn_id, row.body) for row in rows], ended
 
@@ -65,16 +66,16 @@ class EventStore:
 def append_events(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:
     """Append a turn's chunks to its task's log in the caller's transaction (the run's, fenced
     on its lease); returns the log's last sequence number."""
-    last = int(conn.execute(_RESERVE, {"task_key": task_key, "count": len(bodies)}).scalar_one())
+    last = int(_RESERVE.scalar_one(conn, {"task_key": task_key, "count": len(bodies)}))
     if not bodies:
         return last
     first = last - len(bodies) + 1
-    conn.execute(
-        _INSERT,
+    _INSERT.run_many(
+        conn,
         [
             {"task_key": task_key, "seq": first + offset, "turn_id": turn_id, "body": body}
             for offset, body in enumerate(bodies)
         ],
     )
-    conn.execute(_FIRST_EVENT, {"turn_id": turn_id, "first": first})
+    _FIRST_EVENT.run(conn, {"turn_id": turn_id, "first": first})
     return last

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kennel.models import WorkspaceFile
 from kennel.storage.database import Database
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import task_files, workspace_files
 
 
@@ -101,7 +102,7 @@ def forget_files(conn: sa.Connection, worker_id: str, paths: Sequence[str]) -> N
         conn.execute(table.delete().where(table.c.worker_id == worker_id, table.c.path.in_(paths)))
 
 
-_FILES_OF_TASK = (
+_FILES_OF_TASK = Prebuilt(
     sa.select(workspace_files)
     .join(
         task_files,
@@ -116,7 +117,7 @@ _FILES_OF_TASK = (
 
 
 def task_files_of(conn: sa.Connection, task_key: int) -> list[WorkspaceFile]:
-    rows = conn.execute(_FILES_OF_TASK, {"task_key": task_key})
+    rows = _FILES_OF_TASK.rows(conn, {"task_key": task_key})
     return [_file(row) for row in rows]
 
 

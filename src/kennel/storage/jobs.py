@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from kennel.errors import LeaseLostError
 from kennel.models.jobs import ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
-from kennel.storage.statements import new_values, setting
+from kennel.storage.statements import Prebuilt, new_values, setting
 from kennel.storage.tables import EpochMillis, jobs
 from kennel.storage.wakeups import JOBS_TOPIC
 
@@ -79,7 +79,7 @@ class JobStore:
                     "lease_expires_at": now + lease,
                     "claimed_at": now,
                 }
-                conn.execute(_TAKE, {"job_id": job.job_id, **new_values(taken)})
+                _TAKE.run(conn, {"job_id": job.job_id, **new_values(taken)})
             for kind, refs in _by_kind(claimed).items():
                 if kind in self._rows:
                     self._rows[kind].claimed(conn, refs, now)
@@ -236,8 +236,8 @@ def enqueue(
 ) -> None:
     """Queue a job in the caller's transaction (with the rows it works on); the caller
     publishes `JOBS_TOPIC` so that a runner wakes up."""
-    conn.execute(
-        _INSERT,
+    _INSERT.run(
+        conn,
         {
             "kind": kind,
             "ref": ref,
@@ -320,12 +320,12 @@ def _back(
 def _set_held(conn: sa.Connection, job: Job, values: Mapping[str, object]) -> int:
     """Set plain `values` on the job if the caller's attempt still holds it; rows changed."""
     params = {"job_id": job.job_id, "held_token": job.lease_token, **new_values(values)}
-    return int(conn.execute(_held_update(frozenset(values)), params).rowcount)
+    return _held_update(frozenset(values)).run(conn, params)
 
 
 # Statements of every job's claim and settling, built once (see `kennel.storage`).
-_INSERT = jobs.insert()
-_TAKE = (
+_INSERT = Prebuilt(jobs.insert())
+_TAKE = Prebuilt(
     jobs.update()
     .where(jobs.c.id == sa.bindparam("job_id"))
     .values(
@@ -336,14 +336,14 @@ _TAKE = (
 
 
 @functools.cache
-def _held_update(names: frozenset[str]) -> sa.Update:
+def _held_update(names: frozenset[str]) -> Prebuilt:
     """The update of a held job setting `names` (a handful of sets: fencing, settling)."""
     held = jobs.update().where(
         jobs.c.id == sa.bindparam("job_id"),
         jobs.c.lease_token == sa.bindparam("held_token"),
         jobs.c.status == RUNNING,
     )
-    return held.values(setting(names))
+    return Prebuilt(held.values(setting(names)))
 
 
 @functools.lru_cache(maxsize=16)

@@ -15,6 +15,7 @@ from kennel.models.jobs import MAIL_JOB, Job
 from kennel.models.mail import BOUNCE, REPLY, Bounce, InboundEmail, OutgoingMail, ThreadedTask
 from kennel.storage.database import Database
 from kennel.storage.jobs import conclude, enqueue
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import email_messages, email_outbox, tasks, users, workers
 from kennel.storage.wakeups import JOBS_TOPIC
 from kennel.storage.workers import worker_from_row
@@ -165,7 +166,7 @@ def record_inbound(
     )
 
 
-_ASKING_MAIL = (  # built once: every turn's end looks (see `kennel.storage`)
+_ASKING_MAIL = Prebuilt(  # built once: every turn's end looks (see `kennel.storage`)
     sa.select(email_messages)
     .where(
         email_messages.c.turn_id == sa.bindparam("turn_id"),
@@ -180,7 +181,7 @@ def queue_reply(
 ) -> bool:
     """Queue the answer of a turn that a mail asked for, if one did (in the transaction that
     records the turn's end, so the reply goes out even if the server dies next)."""
-    asked = conn.execute(_ASKING_MAIL, {"turn_id": turn_id}).first()
+    asked = _ASKING_MAIL.first(conn, {"turn_id": turn_id})
     if asked is None:
         return False
     mail_id = ids.new_id("eml")

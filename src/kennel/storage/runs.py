@@ -28,6 +28,7 @@ from kennel.storage.jobs import (
     settle,
     take_away,
 )
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import (
     jobs,
     task_events,
@@ -46,9 +47,9 @@ from kennel.storage.wakeups import (
 from kennel.storage.workers import worker_from_row
 
 # What every run reads and writes, built once (see `kennel.storage`).
-_TURN = sa.select(turns).where(turns.c.id == sa.bindparam("turn_id"))
-_WORKER = sa.select(workers).where(workers.c.id == sa.bindparam("worker_id"))
-_HISTORY = (
+_TURN = Prebuilt(sa.select(turns).where(turns.c.id == sa.bindparam("turn_id")))
+_WORKER = Prebuilt(sa.select(workers).where(workers.c.id == sa.bindparam("worker_id")))
+_HISTORY = Prebuilt(
     sa.select(turns.c.model_messages)
     .where(
         turns.c.task_key == sa.bindparam("task_key"),
@@ -58,7 +59,7 @@ _HISTORY = (
     )
     .order_by(turns.c.seq)
 )
-_INSERT_STEP = turn_steps.insert()
+_INSERT_STEP = Prebuilt(turn_steps.insert())
 
 
 class RunStore:
@@ -70,12 +71,12 @@ class RunStore:
         """The worker, task, turn and earlier completed turns' model messages of a claimed turn."""
 
         def work(conn: sa.Connection) -> TurnContext:
-            turn_row = conn.execute(_TURN, {"turn_id": turn_id}).one()
-            task_row = conn.execute(TASK_BY_KEY, {"task_key": turn_row.task_key}).one()
-            worker_row = conn.execute(_WORKER, {"worker_id": task_row.worker_id}).first()
+            turn_row = _TURN.one(conn, {"turn_id": turn_id})
+            task_row = TASK_BY_KEY.one(conn, {"task_key": turn_row.task_key})
+            worker_row = _WORKER.first(conn, {"worker_id": task_row.worker_id})
             if worker_row is None:
                 raise NotFoundError(f"worker {task_row.worker_id} not found")
-            history = conn.execute(_HISTORY, {"task_key": turn_row.task_key, "seq": turn_row.seq})
+            history = _HISTORY.scalars(conn, {"task_key": turn_row.task_key, "seq": turn_row.seq})
             steps: list[TurnStep] = []
             told: list[str] = []
             if turn_row.first_event_seq is not None or turn_row.attempts > 1:
@@ -102,7 +103,7 @@ class RunStore:
                 worker=worker_from_row(worker_row),
                 task=task_from_row(task_row),
                 turn=turn_from_row(turn_row),
-                history=[bytes(blob) for (blob,) in history],
+                history=[bytes(blob) for blob in history],
                 steps=steps,
                 told=told,
             )
@@ -128,8 +129,8 @@ class RunStore:
 
         def work(conn: sa.Connection) -> None:
             fence(conn, job.job, lease_expires_at=now + lease, progressed_at=now)
-            conn.execute(
-                _INSERT_STEP,
+            _INSERT_STEP.run(
+                conn,
                 {
                     "turn_id": job.turn_id,
                     "step": step.step,

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kennel.models import Source
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import task_sources
 
 MAX_TITLE_LENGTH = 500
@@ -47,7 +48,7 @@ def record_task_sources(
     conn.execute(statement)
 
 
-_SOURCES_OF_TASK = (
+_SOURCES_OF_TASK = Prebuilt(
     sa.select(task_sources.c.id, task_sources.c.url, task_sources.c.title)
     .where(task_sources.c.task_key == sa.bindparam("task_key"))
     .order_by(task_sources.c.position)
@@ -55,5 +56,5 @@ _SOURCES_OF_TASK = (
 
 
 def task_sources_of(conn: sa.Connection, task_key: int) -> list[Source]:
-    rows = conn.execute(_SOURCES_OF_TASK, {"task_key": task_key})
+    rows = _SOURCES_OF_TASK.rows(conn, {"task_key": task_key})
     return [Source(row.id, row.url, row.title) for row in rows]

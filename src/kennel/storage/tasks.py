@@ -31,6 +31,7 @@ from kennel.storage.files import record_task_files, task_files_of
 from kennel.storage.jobs import enqueue
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import organizations, tasks, turns, workers
 from kennel.storage.wakeups import JOBS_TOPIC, task_topic
 from kennel.storage.workers import find_worker, insert_worker
@@ -40,21 +41,24 @@ _TURN_COLUMNS = [column for column in turns.c if column.name != "model_messages"
 
 # Built once: every task runs them (see `kennel.storage`).
 _TASK_KEY = sa.bindparam("task_key", type_=sa.BigInteger)
-_CREDIT_BALANCE = sa.select(organizations.c.credit_balance).where(
-    organizations.c.id == sa.bindparam("organization_id")
+_CREDIT_BALANCE = Prebuilt(
+    sa.select(organizations.c.credit_balance).where(
+        organizations.c.id == sa.bindparam("organization_id")
+    )
 )
-_TASK_BY_ID = sa.select(tasks).where(
+_SELECT_TASK_BY_ID = sa.select(tasks).where(
     tasks.c.organization_id == sa.bindparam("organization_id"),
     tasks.c.id == sa.bindparam("task_id"),
 )
-TASK_BY_KEY = sa.select(tasks).where(tasks.c.key == _TASK_KEY)
-_TURN_BY_ID = sa.select(*_TURN_COLUMNS).where(turns.c.id == sa.bindparam("turn_id"))
-_TURNS_OF_TASK = (
+_TASK_BY_ID = Prebuilt(_SELECT_TASK_BY_ID)
+TASK_BY_KEY = Prebuilt(sa.select(tasks).where(tasks.c.key == _TASK_KEY))
+_TURN_BY_ID = Prebuilt(sa.select(*_TURN_COLUMNS).where(turns.c.id == sa.bindparam("turn_id")))
+_TURNS_OF_TASK = Prebuilt(
     sa.select(*_TURN_COLUMNS).where(turns.c.task_key == _TASK_KEY).order_by(turns.c.seq)
 )
-_INSERT_TASK = tasks.insert().returning(tasks.c.key)
-_INSERT_TURN = turns.insert()
-_COUNT_TURN = (
+_INSERT_TASK = Prebuilt(tasks.insert().returning(tasks.c.key))
+_INSERT_TURN = Prebuilt(turns.insert())
+_COUNT_TURN = Prebuilt(
     tasks.update()
     .where(tasks.c.key == _TASK_KEY)
     .values(
@@ -93,9 +97,7 @@ class TaskStore:
         self, organization_id: str, task_id: str, worker_id: str | None
     ) -> SubmissionContext:
         def work(conn: sa.Connection) -> SubmissionContext:
-            balance = conn.execute(
-                _CREDIT_BALANCE, {"organization_id": organization_id}
-            ).scalar_one()
+            balance = _CREDIT_BALANCE.scalar_one(conn, {"organization_id": organization_id})
             task = _find_task(conn, organization_id, task_id)
             wanted = task.worker_id if task is not None else worker_id
             worker = None if wanted is None else find_worker(conn, organization_id, wanted)
@@ -108,7 +110,7 @@ class TaskStore:
 
     async def get_turn(self, turn_id: str) -> Turn | None:
         params = {"turn_id": turn_id}
-        row = await self._db.read(lambda conn: conn.execute(_TURN_BY_ID, params).first())
+        row = await self._db.read(lambda conn: _TURN_BY_ID.first(conn, params))
         return None if row is None else turn_from_row(row)
 
     async def latest_for_worker(self, organization_id: str, worker_id: str) -> Task | None:
@@ -128,7 +130,7 @@ class TaskStore:
 
     async def snapshot(self, task_key: int) -> TaskSnapshot:
         def work(conn: sa.Connection) -> TaskSnapshot:
-            row = conn.execute(TASK_BY_KEY, {"task_key": task_key}).one()
+            row = TASK_BY_KEY.one(conn, {"task_key": task_key})
             task_turns = _turns_of(conn, task_key)
             files = task_files_of(conn, task_key)
             sources = task_sources_of(conn, task_key)
@@ -231,8 +233,8 @@ def submit_turn(
             AttachedFile(file.path, file.media_type, file.size) for file in submission.files
         ),
     )
-    conn.execute(
-        _INSERT_TURN,
+    _INSERT_TURN.run(
+        conn,
         {
             "id": turn.id,
             "task_key": task.key,
@@ -246,9 +248,7 @@ def submit_turn(
         },
     )
     status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
-    event_seq = conn.execute(
-        _COUNT_TURN, {"task_key": task.key, "status": status.value}
-    ).scalar_one()
+    event_seq = _COUNT_TURN.scalar_one(conn, {"task_key": task.key, "status": status.value})
     enqueue(
         conn,
         TURN_JOB,
@@ -265,7 +265,7 @@ def submit_turn(
 
 
 def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
-    rows = conn.execute(_TURNS_OF_TASK, {"task_key": task_key})
+    rows = _TURNS_OF_TASK.rows(conn, {"task_key": task_key})
     return [turn_from_row(row) for row in rows]
 
 
@@ -273,19 +273,19 @@ def _find_task(
     conn: sa.Connection, organization_id: str, task_id: str, *, dialect: Dialect | None = None
 ) -> Task | None:
     query = _TASK_BY_ID if dialect is None else _locked_task_by_id(dialect.locking)
-    row = conn.execute(query, {"organization_id": organization_id, "task_id": task_id}).first()
+    row = query.first(conn, {"organization_id": organization_id, "task_id": task_id})
     return None if row is None else task_from_row(row)
 
 
 @functools.lru_cache(maxsize=4)
-def _locked_task_by_id(locking: Callable[[sa.Select[Any]], sa.Select[Any]]) -> sa.Select[Any]:
+def _locked_task_by_id(locking: Callable[[sa.Select[Any]], sa.Select[Any]]) -> Prebuilt:
     """`_TASK_BY_ID` holding its row until the submission commits, built once per dialect."""
-    return locking(_TASK_BY_ID)
+    return Prebuilt(locking(_SELECT_TASK_BY_ID))
 
 
 def _insert_task(conn: sa.Connection, submission: Submission, now: datetime) -> Task:
-    key = conn.execute(
-        _INSERT_TASK,
+    key = _INSERT_TASK.scalar_one(
+        conn,
         {
             "id": submission.task_id,
             "organization_id": submission.organization_id,
@@ -297,7 +297,7 @@ def _insert_task(conn: sa.Connection, submission: Submission, now: datetime) -> 
             "metadata": submission.metadata,
             "created_at": now,
         },
-    ).scalar_one()
+    )
     return Task(
         key=int(key),
         id=submission.task_id,

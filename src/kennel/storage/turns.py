@@ -16,7 +16,7 @@ from kennel.storage.billing import debit
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply
 from kennel.storage.sources import record_task_sources
-from kennel.storage.statements import new_values, setting
+from kennel.storage.statements import Prebuilt, new_values, setting
 from kennel.storage.tables import EpochMillis, tasks, turn_steps, turns
 from kennel.storage.webhooks import queue_delivery
 
@@ -39,7 +39,7 @@ _START_TASKS = (
     .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(_TURN_IDS))))
     .values(status=TaskStatus.RUNNING.value)
 )
-_OUTCOME = (
+_OUTCOME = Prebuilt(
     turns.update()
     .where(turns.c.id == sa.bindparam("turn_id"))
     .values(
@@ -64,7 +64,7 @@ _OUTCOME = (
     )
     .returning(turns.c.seq)
 )
-_LATER_PENDING = (
+_LATER_PENDING = Prebuilt(
     sa.select(sa.func.count())
     .select_from(turns)
     .where(
@@ -73,11 +73,11 @@ _LATER_PENDING = (
         turns.c.status.in_(UNFINISHED),
     )
 )
-_FORGET_STEPS = turn_steps.delete().where(turn_steps.c.turn_id == sa.bindparam("turn_id"))
+_FORGET_STEPS = Prebuilt(turn_steps.delete().where(turn_steps.c.turn_id == sa.bindparam("turn_id")))
 
 
 @functools.cache
-def _task_totals(ended: bool, titled: bool) -> sa.Update:
+def _task_totals(ended: bool, titled: bool) -> Prebuilt:
     """The task's update at a turn's end: its totals, its status (and end, when no later turn
     waits), its title (when the model wrote one)."""
     values: dict[str, object] = {
@@ -90,7 +90,7 @@ def _task_totals(ended: bool, titled: bool) -> sa.Update:
         values.update(setting(("completed_at",)))
     if titled:
         values.update(setting(("title",)))
-    return (
+    return Prebuilt(
         tasks.update()
         .where(tasks.c.key == sa.bindparam("task_key"))
         .values(values)
@@ -145,18 +145,18 @@ def record_outcome(
         "ui_message": outcome.ui_message,
         "completed_at": now,
     }
-    seq = conn.execute(_OUTCOME, {"turn_id": turn_id, **new_values(ended)}).scalar_one()
-    later_pending = conn.execute(_LATER_PENDING, {"task_key": task_key, "seq": seq}).scalar_one()
+    seq = _OUTCOME.scalar_one(conn, {"turn_id": turn_id, **new_values(ended)})
+    later_pending = _LATER_PENDING.scalar_one(conn, {"task_key": task_key, "seq": seq})
     status = TaskStatus.PENDING if later_pending else outcome.status
-    organization_id, worker_id = conn.execute(
-        _task_totals(not later_pending, bool(title)),
+    organization_id, worker_id = _task_totals(not later_pending, bool(title)).one(
+        conn,
         {
             "task_key": task_key,
             "credits": usage.credits,
             "duration_ms": outcome.duration_ms,
             **new_values({"status": status.value, "completed_at": now, "title": title}),
         },
-    ).one()
+    )
     record_work(conn, task_key, turn_id, worker_id, outcome, now)
     debit(conn, organization_id, usage.credits)
     queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
@@ -174,7 +174,7 @@ def record_work(
 ) -> None:
     """What the turn's tools left: the pages it fetched, the workspace files it changed. Its
     steps are no longer needed: the turn's messages are whole."""
-    conn.execute(_FORGET_STEPS, {"turn_id": turn_id})
+    _FORGET_STEPS.run(conn, {"turn_id": turn_id})
     record_task_sources(conn, task_key, outcome.sources, now)
     forget_files(conn, worker_id, outcome.deleted_files)
     record_task_files(conn, worker_id, task_key, outcome.files, now)

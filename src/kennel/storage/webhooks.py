@@ -15,6 +15,7 @@ from kennel.models.jobs import WEBHOOK_JOB, Job
 from kennel.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookExecution
 from kennel.storage.database import Database
 from kennel.storage.jobs import cancel_queued, conclude, enqueue
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import tasks, webhook_deliveries, webhook_executions, webhooks
 
 
@@ -155,7 +156,7 @@ class WebhookStore:
         return await self._db.read(work)
 
 
-_WEBHOOK_OF_TASK = (  # built once: every task's end looks (see `kennel.storage`)
+_WEBHOOK_OF_TASK = Prebuilt(  # built once: every task's end looks (see `kennel.storage`)
     sa.select(tasks.c.worker_id, tasks.c.organization_id)
     .join(webhooks, webhooks.c.worker_id == tasks.c.worker_id)
     .where(tasks.c.key == sa.bindparam("task_key"))
@@ -173,7 +174,7 @@ def queue_delivery(
     """Queue the task's end for its worker's webhook, if the worker has one (in the
     transaction that records the end, so it is delivered even if the server dies next)."""
     event_type = TASK_EVENT_TYPES.get(status)
-    row = conn.execute(_WEBHOOK_OF_TASK, {"task_key": task_key}).first()
+    row = _WEBHOOK_OF_TASK.first(conn, {"task_key": task_key})
     if row is None or event_type is None:
         return False
     delivery_id = ids.new_id("msg")

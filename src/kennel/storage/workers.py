@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from kennel.models import Visibility, Worker, WorkerOverview
 from kennel.storage.database import Database
+from kennel.storage.statements import Prebuilt
 from kennel.storage.tables import schedules, tasks, workers
 from kennel.storage.wakeups import SCHEDULES_TOPIC
 
@@ -178,17 +179,20 @@ def _column_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-_INSERT_WORKER = workers.insert()
-_LIVE_WORKER = sa.select(workers).where(
-    _live(
-        sa.bindparam("organization_id", type_=sa.String), sa.bindparam("worker_id", type_=sa.String)
+_INSERT_WORKER = Prebuilt(workers.insert())
+_LIVE_WORKER = Prebuilt(
+    sa.select(workers).where(
+        _live(
+            sa.bindparam("organization_id", type_=sa.String),
+            sa.bindparam("worker_id", type_=sa.String),
+        )
     )
 )
 
 
 def insert_worker(conn: sa.Connection, worker: Worker) -> None:
-    conn.execute(
-        _INSERT_WORKER,
+    _INSERT_WORKER.run(
+        conn,
         {
             "id": worker.id,
             "organization_id": worker.organization_id,
@@ -208,7 +212,7 @@ def insert_worker(conn: sa.Connection, worker: Worker) -> None:
 
 def find_worker(conn: sa.Connection, organization_id: str, worker_id: str) -> Worker | None:
     params = {"organization_id": organization_id, "worker_id": worker_id}
-    row = conn.execute(_LIVE_WORKER, params).first()
+    row = _LIVE_WORKER.first(conn, params)
     return None if row is None else worker_from_row(row)
 
 
