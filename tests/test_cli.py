@@ -160,6 +160,28 @@ def test_serve_leaves_httpx_command_line_client_out() -> None:
     assert python_lines(script) == ["[]", "AsyncClient"]
 
 
+def test_serve_loads_the_libraries_of_output_schemas_cron_and_mail_only_when_used() -> None:
+    """jsonschema, croniter and aiosmtplib (about 3 MiB) load with the first output schema,
+    cron schedule and mail, not with the app."""
+    script = (
+        "import sys\n"
+        "from kennel.cli import _without_httpx_cli\n"
+        "_without_httpx_cli()\n"
+        "import kennel.app, kennel.services.mailer\n"
+        "lazy = {'jsonschema', 'referencing', 'croniter', 'aiosmtplib'}\n"
+        "print(sorted(lazy & set(sys.modules)))\n"
+        "from kennel.agent.outputschema import problem_of\n"
+        "from kennel.services.schedules import check_cron\n"
+        "print(problem_of({'type': 'object'}), check_cron('0 9 * * *'))\n"
+        "print(sorted(lazy & set(sys.modules)))\n"
+    )
+    assert python_lines(script) == [
+        "[]",
+        "None 0 9 * * *",
+        "['croniter', 'jsonschema', 'referencing']",
+    ]
+
+
 def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
     tmp_path: Path,
 ) -> None:

@@ -4,26 +4,29 @@ Left to itself, jsonschema fetches any `$ref` it does not hold with urllib, outs
 client of `kennel.netpolicy`: a worker's schema could make the server call any address, internal
 ones included. Here every validator gets a registry that holds only the standard metaschemas and
 retrieves nothing, and `problem_of` refuses up front a schema that needs anything more.
+
+jsonschema (with referencing) adds about 2 MiB to a process, and only workers with an output
+schema need it: it is imported when the first schema is checked or used.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
-
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import SchemaError
-from jsonschema_specifications import REGISTRY as METASCHEMAS
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT7
 
 from kennel import jsonvalues
 from kennel.models import JSONObject
+
+if TYPE_CHECKING:
+    from jsonschema import Draft7Validator
 
 
 def problem_of(schema: JSONObject) -> str | None:
     """Why `schema` can't be a worker's output schema, as a phrase without its subject
     ("is not ..."), or None when it can."""
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import SchemaError
+
     problem = jsonvalues.problem_of(schema)
     if problem is not None:
         return problem
@@ -38,6 +41,9 @@ def problem_of(schema: JSONObject) -> str | None:
 
 def validator_for(schema: JSONObject) -> Draft7Validator:
     """A validator that resolves references only inside `schema` (and the metaschemas)."""
+    from jsonschema import Draft7Validator
+    from jsonschema_specifications import REGISTRY as METASCHEMAS
+
     return Draft7Validator(schema, registry=METASCHEMAS)
 
 
@@ -46,6 +52,9 @@ def for_model(schema: JSONObject) -> JSONObject:
     only form pydantic's schema tools read (a Draft-07 `#/definitions/...` crashes them), and a
     `$ref` back into a subschema it sits in shown as `{}` (they refuse recursion). Answers are
     still checked against `schema` itself, recursion included. Call `problem_of` first."""
+    from jsonschema_specifications import REGISTRY as METASCHEMAS
+    from referencing.jsonschema import DRAFT7
+
     resolver = METASCHEMAS.resolver_with_root(DRAFT7.create_resource(schema))
     bases = _base_uris(schema)
     names: dict[int, str] = {}
@@ -99,6 +108,10 @@ def _base_uris(schema: JSONObject) -> dict[int, str]:
 def _unresolvable_reference(schema: JSONObject) -> str | None:
     """The first `$ref` that points outside the schema, as a phrase; every `$ref` is followed,
     those in `definitions` that nothing uses included, and each subschema is visited once."""
+    from jsonschema_specifications import REGISTRY as METASCHEMAS
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT7
+
     root = DRAFT7.create_resource(schema)
     pending = [(METASCHEMAS.resolver_with_root(root), root)]
     seen: set[int] = set()

@@ -13,8 +13,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-import aiosmtplib
-
 from kennel.clock import Clock
 from kennel.config import Settings, SmtpRelay
 from kennel.errors import InvalidInputError
@@ -162,6 +160,8 @@ class Mailer:
     ) -> _Failure | None:
         # A bounce has an empty return path (RFC 5321 §4.5.5): nothing ever answers it.
         envelope_from = "" if mail.kind != REPLY else str(message["From"].addresses[0].addr_spec)
+        import aiosmtplib  # by the first mail sent: a server that mails nothing never loads it
+
         client = aiosmtplib.SMTP(
             hostname=relay.host,
             port=relay.port,

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from croniter import CroniterError, croniter
-
 from kennel import ids
 from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
@@ -236,6 +234,8 @@ def next_cron_run(expression: str, zone: tzinfo, after: datetime) -> datetime:
     Europe/Madrid is 08:00Z in winter, 07:00Z in summer) and, as in Vixie cron, a time skipped
     by the spring change runs at the end of the gap, and a job at fixed hours runs once, not
     twice, in the hour the autumn change repeats."""
+    from croniter import CroniterError, croniter  # only cron schedules need it (see `check_cron`)
+
     try:
         runs = croniter(expression, after.astimezone(zone))
         moment = runs.get_next(datetime)
@@ -252,7 +252,12 @@ def _is_repeated(moment: datetime) -> bool:
 
 
 def check_cron(expression: str) -> str:
-    """A 5-field cron expression (croniter dialect) or a nickname such as `@daily`."""
+    """A 5-field cron expression (croniter dialect) or a nickname such as `@daily`.
+
+    croniter is imported by the first cron schedule (a server without one never loads it).
+    """
+    from croniter import croniter
+
     expression = " ".join(expression.split())
     if not expression:
         raise InvalidInputError("when.cron must not be empty")
