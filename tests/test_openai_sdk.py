@@ -1,4 +1,5 @@
-"""Bodies sent as they are: the OpenAI SDK sends the same requests as without the shortcut."""
+"""The OpenAI SDK without its walks: it sends the same requests and reads the same answers as
+without the shortcuts."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from openai.types.chat import completion_create_params
 from openai.types.responses import response_create_params
 
 from kennel.agent.models import ModelCatalog
-from kennel.agent.openaisdk import as_they_are, send_bodies_as_they_are
+from kennel.agent.openaisdk import as_they_are, skip_sdk_walks
 from kennel.config import Settings
 
 TOOLS = [
@@ -112,7 +113,7 @@ def _fresh(call: dict[str, Any]) -> dict[str, Any]:
 async def test_chat_bodies_are_the_ones_the_sdk_sends(call: dict[str, Any]) -> None:
     plain, lean = _Recorder(), _Recorder()
     sdk, shortcut = _client(plain), _client(lean)
-    send_bodies_as_they_are(shortcut)
+    skip_sdk_walks(shortcut)
     await sdk.chat.completions.create(**_fresh(call))
     await shortcut.chat.completions.create(**_fresh(call))
     assert lean.bodies == plain.bodies and len(plain.bodies) == 1
@@ -123,10 +124,99 @@ async def test_chat_bodies_are_the_ones_the_sdk_sends(call: dict[str, Any]) -> N
 async def test_responses_bodies_are_the_ones_the_sdk_sends(call: dict[str, Any]) -> None:
     plain, lean = _Recorder(), _Recorder()
     sdk, shortcut = _client(plain), _client(lean)
-    send_bodies_as_they_are(shortcut)
+    skip_sdk_walks(shortcut)
     await sdk.responses.create(**call)
     await shortcut.responses.create(**call)
     assert lean.bodies == plain.bodies and len(plain.bodies) == 1
+
+
+COMPLETION = {
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "m",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "logprobs": None,
+            "message": {
+                "role": "assistant",
+                "content": "FAKEOK",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+                "provider_extra": {"kept": True},
+            },
+        }
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+}
+CHUNKS = [
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}],
+    }
+    for text in ("FAKE", "OK")
+] + [
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+]
+ODD = {**COMPLETION, "created": "yesterday", "choices": [{"index": 0, "finish_reason": "?"}]}
+"""An answer that fails validation: the SDK's lenient walk still reads it."""
+
+
+def _answering(completion: dict[str, Any]) -> AsyncOpenAI:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if not json.loads(request.content).get("stream"):
+            return httpx2.Response(200, json=completion)
+        events = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in CHUNKS)
+        body = (events + "data: [DONE]\n\n").encode()
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(answer))
+    return AsyncOpenAI(base_url="http://model.test/v1", api_key="k", http_client=http_client)
+
+
+async def _read(client: AsyncOpenAI) -> tuple[Any, list[Any]]:
+    answer = await client.chat.completions.create(model="m", messages=MESSAGES)
+    stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    return answer, [chunk async for chunk in stream]
+
+
+@pytest.mark.parametrize("completion", [COMPLETION, ODD], ids=["valid", "odd"])
+async def test_answers_are_the_ones_the_sdk_reads(completion: dict[str, Any]) -> None:
+    shortcut = _answering(completion)
+    skip_sdk_walks(shortcut)
+    sdk_answer, sdk_chunks = await _read(_answering(completion))
+    answer, chunks = await _read(shortcut)
+
+    assert answer == sdk_answer and chunks == sdk_chunks
+    assert answer.model_dump(warnings=False) == sdk_answer.model_dump(warnings=False)
+    assert answer._request_id == sdk_answer._request_id
+    assert "".join(chunk.choices[0].delta.content for chunk in chunks[:2]) == "FAKEOK"
+
+
+async def test_valid_answers_skip_the_sdks_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    shortcut = _answering(COMPLETION)
+    skip_sdk_walks(shortcut)
+
+    def walk(**_kwargs: object) -> None:
+        raise AssertionError("the SDK's construct walk ran")
+
+    monkeypatch.setattr("openai._base_client.construct_type", walk)
+    answer, chunks = await _read(shortcut)
+    assert answer.choices[0].message.tool_calls[0].function.name == "f"
+    assert len(chunks) == 3 and chunks[-1].usage.total_tokens == 5
 
 
 def test_plain_fields_move_to_extra_body_and_the_rest_stays() -> None:

@@ -12,7 +12,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from kennel.agent.openaisdk import send_bodies_as_they_are
+from kennel.agent.openaisdk import skip_sdk_walks
 from kennel.agent.providers import (
     COMMON_PROVIDERS,
     EXAMPLE_MODEL,
@@ -151,7 +151,7 @@ class ModelCatalog:
             provider = OpenAIProvider(
                 base_url=settings.openai_base_url, api_key=settings.openai_api_key
             )
-            send_bodies_as_they_are(provider.client)
+            skip_sdk_walks(provider.client)
             return provider
         return infer_provider(provider_name)
 
