@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fakellm import FakeLLM, Text
-from kennel.models import Turn
+from kennel.models import Event, Turn
 from kennelapp import Api, kennel_api, settings_for
 
 
@@ -117,6 +117,28 @@ async def test_a_blocking_answer_learns_that_its_turn_ended_without_reading_the_
     response = await api.client.post("/api/tasks", json={"input": "Say hello to Oslo"})
     assert response.json()["status"] == "completed"
     assert reads == []
+
+
+async def test_a_stream_reads_its_turns_events_only_once_they_are_written(
+    tmp_path: Path, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It listens from before the turn is stored, so its first read is for events written."""
+    async with kennel_api(settings_for(tmp_path, llm)) as api:
+        events = api.kennel.store.events
+        news = events.news
+        read: list[int] = []
+
+        async def counted(*args: object, **kwargs: object) -> tuple[list[Event], bool]:
+            found = await news(*args, **kwargs)  # type: ignore[arg-type]
+            read.append(len(found[0]))
+            return found
+
+        monkeypatch.setattr(events, "news", counted)
+        body = {"input": "Say hello to Oslo", "stream": True}
+        response = await api.client.post("/api/tasks", json=body)
+    assert "echo: Say hello to Oslo" in response.text
+    assert response.text.endswith("data: [DONE]\n\n")
+    assert read and read[0] > 0
 
 
 async def test_a_blocking_answer_whose_wake_up_is_lost_reads_the_turn_at_the_keepalive(

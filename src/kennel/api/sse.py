@@ -54,13 +54,26 @@ def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
     return int(text)
 
 
-async def task_events(
+def task_events(
     app: Services, worker: Worker, task_key: int, after: int, *, turn_id: str | None
 ) -> AsyncIterator[bytes]:
     """A task's events after `after` (only the turn's, if given), live until the turn or task
     ends, then the final `Worker` object and `[DONE]`."""
     keepalive = app.settings.keepalive_seconds
-    async for event in app.tasks.follow(task_key, after, turn_id=turn_id, idle_timeout=keepalive):
+    events = app.tasks.follow(task_key, after, turn_id=turn_id, idle_timeout=keepalive)
+    return framed(app, worker, task_key, turn_id, events)
+
+
+async def framed(
+    app: Services,
+    worker: Worker,
+    task_key: int,
+    turn_id: str | None,
+    events: AsyncIterator[Event | None],
+) -> AsyncIterator[bytes]:
+    """`events` as SSE frames (None: a keep-alive ping), then the final `Worker` object of the
+    turn (or task) and `[DONE]`."""
+    async for event in events:
         yield PING if event is None else frame(event)
     state = await app.tasks.state_of_task(worker, task_key, turn_id)
     yield worker_frame(app, state)

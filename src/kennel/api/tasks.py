@@ -14,7 +14,7 @@ from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.openapi import COMMON_ERRORS, STREAM_OR_JSON, errors, task_bodies
 from kennel.api.schemas import CreateTaskBody, PageNumber
-from kennel.api.sse import sse_response, task_events
+from kennel.api.sse import framed, sse_response
 from kennel.files.uploads import read_multipart
 from kennel.models import TaskSnapshot, TaskStatus
 from kennel.services.tasks import TaskRequest, WorkerState
@@ -48,21 +48,15 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
             uploads=uploads,
             live=body.stream,
         )
+        keepalive = app.settings.keepalive_seconds
         if body.stream:
-            submitted = await app.tasks.submit(caller, task_request)
+            submitted, events = await app.tasks.stream(caller, task_request, keepalive)
         else:
-            keepalive = app.settings.keepalive_seconds
             submitted, news = await app.tasks.answer(caller, task_request, keepalive)
     headers = {"X-Task-Id": submitted.task.id, "X-Turn-Id": submitted.turn.id}
     if body.stream:
-        events = task_events(
-            app,
-            submitted.worker,
-            submitted.task.key,
-            submitted.events_after,
-            turn_id=submitted.turn.id,
-        )
-        return sse_response(events, headers)
+        worker, task_key = submitted.worker, submitted.task.key
+        return sse_response(framed(app, worker, task_key, submitted.turn.id, events), headers)
     # Headers leave now that the turn is stored; whitespace keeps the SDK's read timeout from
     # re-sending the request while the turn runs (spec §16.18). JSON parsers skip it.
     return StreamingResponse(_blocking(app, news), media_type="application/json", headers=headers)

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 from kennel import ids
 from kennel.agent.models import ModelCatalog
@@ -34,9 +34,10 @@ from kennel.models import (
 from kennel.models.mail import InboundEmail
 from kennel.services.billing import NO_CREDITS, has_credits
 from kennel.services.workers import WorkerDraft, WorkerService
-from kennel.storage import WATCH_SECONDS, Store, task_topic, turn_topic
+from kennel.storage import WATCH_SECONDS, Store, Subscription, task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
+T = TypeVar("T")
 POLL_SECONDS = 1.0
 
 
@@ -172,10 +173,7 @@ class TaskService:
         read; after a `keepalive` without a wake-up, `wait_for_turn` reads it (wake-ups are
         hints). Closing the generator (or dropping it) stops the waiting.
         """
-        news = self._submitted_then_news(principal, request, keepalive)
-        submitted = await anext(news)
-        assert isinstance(submitted, Submitted)  # the generator's first item, by its contract
-        return submitted, cast(AsyncGenerator[WorkerState | None], news)
+        return await _submitted_and(self._submitted_then_news(principal, request, keepalive))
 
     async def _submitted_then_news(
         self, principal: Principal, request: TaskRequest, keepalive: float
@@ -226,6 +224,31 @@ class TaskService:
         bodies = [encode_chunk(chunk) for chunk in chunks]
         await self._store.runs.force_abort(turn_id, outcome, bodies, self._clock.now())
 
+    async def stream(
+        self, principal: Principal, request: TaskRequest, idle_timeout: float
+    ) -> tuple[Submitted, AsyncGenerator[Event | None]]:
+        """Submit a turn, and its events as it runs (see `follow`).
+
+        The turn's end is awaited from before it is stored, and its task's changes from the
+        moment it is: the stream starts without a read, since nothing came after the turn yet.
+        An event written before that moment (a run quicker than the reply's start) is read at
+        the next change. Closing the generator (or dropping it) stops the following.
+        """
+        return await _submitted_and(self._submitted_then_events(principal, request, idle_timeout))
+
+    async def _submitted_then_events(
+        self, principal: Principal, request: TaskRequest, idle_timeout: float
+    ) -> AsyncGenerator[Submitted | Event | None]:
+        turn_id = ids.turn_id()
+        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as wakeup:
+            submitted = await self.submit(principal, request, turn_id=turn_id)
+            task_key = submitted.task.key
+            wakeup.add(task_topic(task_key))
+            yield submitted
+            events = self._events(wakeup, task_key, submitted.events_after, turn_id, idle_timeout)
+            async for event in events:
+                yield event
+
     async def follow(
         self, task_key: int, after: int, *, turn_id: str | None, idle_timeout: float
     ) -> AsyncIterator[Event | None]:
@@ -233,13 +256,32 @@ class TaskService:
 
         Yields None whenever `idle_timeout` seconds pass without an event (time for a keep-alive).
         """
+        with self._store.database.wakeups.subscribe(task_topic(task_key)) as wakeup:
+            async for event in self._events(
+                wakeup, task_key, after, turn_id, idle_timeout, read_first=True
+            ):
+                yield event
+
+    async def _events(
+        self,
+        wakeup: Subscription,
+        task_key: int,
+        after: int,
+        turn_id: str | None,
+        idle_timeout: float,
+        *,
+        read_first: bool = False,
+    ) -> AsyncIterator[Event | None]:
+        """`follow`'s loop, woken by `wakeup` (subscribed to the task's topic); without
+        `read_first`, it waits for a change before its first read."""
         database, topic = self._store.database, task_topic(task_key)
-        with database.wakeups.subscribe(topic) as wakeup:
-            idle_since, said_at = time.monotonic(), -math.inf
-            while True:
-                if time.monotonic() - said_at >= WATCH_SECONDS:
-                    await database.say_watching(topic)
-                    said_at = time.monotonic()
+        idle_since, said_at = time.monotonic(), -math.inf
+        woken = read_first
+        while True:
+            if time.monotonic() - said_at >= WATCH_SECONDS:
+                await database.say_watching(topic)
+                said_at = time.monotonic()
+            if woken:
                 events, ended = await self._store.events.news(task_key, after, turn_id)
                 for event in events:
                     after = event.seq
@@ -250,10 +292,11 @@ class TaskService:
                     continue
                 if ended:
                     return
-                if time.monotonic() - idle_since >= idle_timeout:
-                    idle_since = time.monotonic()
-                    yield None
-                await wakeup.wait(POLL_SECONDS)
+            if time.monotonic() - idle_since >= idle_timeout:
+                idle_since = time.monotonic()
+                yield None
+            await wakeup.wait(POLL_SECONDS)
+            woken = True  # or the poll's time came: a wake-up is a hint, never the only way
 
     async def state(
         self, principal: Principal, worker_id: str, *, task_id: str | None = None
@@ -319,6 +362,15 @@ class TaskService:
             triggered_by=triggered_by,
         )
         return Page.of(items, page=page, page_size=page_size, total=total)
+
+
+async def _submitted_and(
+    news: AsyncGenerator[Submitted | T],
+) -> tuple[Submitted, AsyncGenerator[T]]:
+    """A generator's first item, the submitted turn, and the generator for the rest."""
+    submitted = await anext(news)
+    assert isinstance(submitted, Submitted)  # the generator's first item, by its contract
+    return submitted, cast(AsyncGenerator[T], news)
 
 
 def provisional_title(text: str) -> str:

@@ -32,8 +32,15 @@ _WATCHED_FOR = 2 * WATCH_SECONDS
 
 
 class Subscription:
-    def __init__(self) -> None:
+    def __init__(self, wakeups: Wakeups) -> None:
         self._event = asyncio.Event()
+        self._wakeups = wakeups
+        self.topics: list[str] = []
+
+    def add(self, topic: str) -> None:
+        """Be woken by `topic` too, for as long as the subscription lasts."""
+        self._wakeups._subscribers[topic].add(self)
+        self.topics.append(topic)
 
     def _set(self) -> None:
         self._event.set()
@@ -60,15 +67,17 @@ class Wakeups:
 
     @contextmanager
     def subscribe(self, topic: str) -> Iterator[Subscription]:
-        subscription = Subscription()
-        self._subscribers[topic].add(subscription)
+        """One subscription to `topic` (and to those `Subscription.add` adds), while it lasts."""
+        subscription = Subscription(self)
+        subscription.add(topic)
         try:
             yield subscription
         finally:
-            subscribers = self._subscribers[topic]
-            subscribers.discard(subscription)
-            if not subscribers:
-                del self._subscribers[topic]
+            for added in subscription.topics:
+                subscribers = self._subscribers[added]
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[added]
 
     def is_watched(self, topic: str) -> bool:
         """Whether a reader in this process subscribes to `topic`, or one in another process
