@@ -2,7 +2,8 @@
 
 Run ``.venv/bin/python bench/tasks.py [--quick] [--json out.json]`` (``make bench``); add
 ``--profile DIR [--profiler py-spy|cprofile]`` to profile the server during the concurrent and
-burst phases, ``--keep`` to keep the temporary data dir and logs.
+burst phases, ``--keep`` to keep the temporary data dir and logs, ``--database-url URL`` to run
+the server on that database instead of SQLite (an empty one: say a new PostgreSQL database).
 
 Method
 ------
@@ -396,8 +397,12 @@ def start_fake(latency: float, log: Path) -> tuple[Child, int]:
     return fake, port
 
 
-def kennel_env(data_dir: Path, fake_port: int, port: int) -> dict[str, str]:
+def kennel_env(
+    data_dir: Path, fake_port: int, port: int, database_url: str | None = None
+) -> dict[str, str]:
+    database = {} if database_url is None else {"KENNEL_DATABASE_URL": database_url}
     return _clean_env(
+        **database,
         KENNEL_DATA_DIR=str(data_dir),
         KENNEL_MODEL=MODEL,
         KENNEL_PUBLIC_URL=f"http://{HOST}:{port}",
@@ -881,8 +886,16 @@ class Services:
 class Bench:
     """Owns the temporary data dir and the subprocesses; runs the phases in order."""
 
-    def __init__(self, sizes: Sizes, profile_dir: Path | None, profiler: str, keep: bool) -> None:
+    def __init__(
+        self,
+        sizes: Sizes,
+        profile_dir: Path | None,
+        profiler: str,
+        keep: bool,
+        database_url: str | None = None,
+    ) -> None:
         self.sizes = sizes
+        self.database_url = database_url
         self.profile_dir = profile_dir.resolve() if profile_dir else None
         self.profiler = profiler
         self.keep = keep
@@ -934,7 +947,7 @@ class Bench:
     def _start(self, latency: float) -> Services:
         fake, fake_port = start_fake(latency, self.tmp / "fake.log")
         self._children.append(fake)
-        env = kennel_env(self.tmp / "data", fake_port, self.port)
+        env = kennel_env(self.tmp / "data", fake_port, self.port, self.database_url)
         self.key = self.key or create_key(env)
         server = start_kennel(env, self._serve_argv(), self.port, self.key, self.tmp / "kennel.log")
         self._children.append(server)
@@ -1044,11 +1057,11 @@ def progress_line(batch: Batch) -> str:
     )
 
 
-def render(report: Report, quick: bool) -> str:
+def render(report: Report, quick: bool, database: str = "SQLite") -> str:
     mode = "quick" if quick else "full"
     lines = [
         f"Kennel task benchmark ({mode}; {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, SQLite, fake model)",
+        f"{platform.python_version()}, {database}, fake model)",
         "",
         f"{'phase':<22}{'tasks':>6}{'fail':>5}{'p50ms':>8}{'p95ms':>8}{'p99ms':>8}"
         f"{'maxms':>8}{'/s':>8}{'span s':>8}{'srvCPU':>8}{'fakeCPU':>8}{'cliCPU':>8}{'other':>7}"
@@ -1092,6 +1105,10 @@ def render(report: Report, quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _dialect_of(url: str) -> str:
+    return "PostgreSQL" if url.startswith("postgresql") else url.split(":", 1)[0]
+
+
 def _interrupt(_signum: int, _frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -1110,6 +1127,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="py-spy: sampled stacks of every thread; cprofile: main thread + SQL counts",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="serve from this (empty) database instead of SQLite, e.g. a new PostgreSQL one",
+    )
     return parser.parse_args(argv)
 
 
@@ -1119,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with Bench(sizes, args.profile, args.profiler, args.keep) as bench:
+        with Bench(sizes, args.profile, args.profiler, args.keep, args.database_url) as bench:
             report = bench.run()
     except HarnessError as error:
         print(f"harness error: {error}", file=sys.stderr)
@@ -1127,7 +1149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(render(report, args.quick))
+    database = "SQLite" if args.database_url is None else _dialect_of(args.database_url)
+    print(render(report, args.quick, database))
     if args.json is not None:
         args.json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
     if report.failure_rate > MAX_FAILURE_RATE:
