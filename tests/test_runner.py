@@ -30,6 +30,29 @@ async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
             await asyncio.sleep(0.01)
 
 
+async def test_each_task_costs_the_runner_one_claim(
+    tmp_path: Path, llm: FakeLLM, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's submission wakes the runners; its end does not when it leaves no work (no later
+    turn, no delivery, no reply), and no process is woken twice by its own notification."""
+    settings = settings_for(tmp_path, llm, database_url=database_url)
+    async with kennel_api(settings) as api:
+        claims: list[int] = []
+        claim = api.kennel.store.jobs.claim
+
+        async def counted(*args: object, **kwargs: object) -> list[Job]:
+            claimed = await claim(*args, **kwargs)  # type: ignore[arg-type]
+            claims.append(len(claimed))
+            return claimed
+
+        monkeypatch.setattr(api.kennel.store.jobs, "claim", counted)
+        for n in range(3):
+            response = await api.client.post("/api/tasks", json={"input": f"task {n}"})
+            assert response.json()["status"] == "completed"
+        await asyncio.sleep(0.2)  # a late wake-up would claim in this time
+    assert claims == [1, 1, 1]
+
+
 async def test_a_clean_stop_hands_the_turn_back_without_spending_an_attempt(
     tmp_path: Path, llm: FakeLLM, database_url: str
 ) -> None:

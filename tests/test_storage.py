@@ -418,6 +418,19 @@ def test_readers_gone_elsewhere_are_forgotten(monkeypatch: pytest.MonkeyPatch) -
     assert wakeups.is_watched("task:100") and not wakeups.is_watched("task:1")
 
 
+async def test_a_process_leaves_its_own_notifications_alone() -> None:
+    """Its waiters were woken when its transaction committed: the echo from PostgreSQL would
+    only wake them again (a runner would claim twice)."""
+    here, there = Wakeups(), Wakeups()
+    with here.subscribe("jobs") as waiter:
+        here._on_notification(None, 0, "kennel", here.payload(["jobs"]))
+        assert not await waiter.wait(0)
+        here._on_notification(None, 0, "kennel", there.payload(["jobs", "task:1"]))
+        assert await waiter.wait(0)
+        here._on_notification(None, 0, "kennel", "jobs")  # a process that names none
+        assert await waiter.wait(0)
+
+
 async def test_a_rolled_back_transaction_wakes_nobody(store: Store) -> None:
     with store.database.wakeups.subscribe("jobs") as waiter:
 

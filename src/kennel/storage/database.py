@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from kennel import jsonvalues
 from kennel.errors import DatabaseInUseError
+from kennel.storage.statements import Prebuilt
 from kennel.storage.wakeups import CHANNEL, WATCHING, Wakeups
 
 _TOPICS = "kennel_topics"
@@ -64,10 +65,14 @@ class Dialect:
         if not self.is_sqlite:
             conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
 
-    def notify(self, conn: sa.Connection, topics: Collection[str]) -> None:
-        """Tell other processes about `topics` when `conn`'s transaction commits."""
+    def notify(self, conn: sa.Connection, payload: str) -> None:
+        """Tell other processes `payload` (see `Wakeups.payload`) when `conn`'s transaction
+        commits."""
         if not self.is_sqlite:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, ",".join(topics))))
+            _NOTIFY.scalar(conn, {"channel": CHANNEL, "payload": payload})
+
+
+_NOTIFY = Prebuilt(sa.select(sa.func.pg_notify(sa.bindparam("channel"), sa.bindparam("payload"))))
 
 
 class Database:
@@ -123,14 +128,15 @@ class Database:
         """Wake the waiters of `topics` once this transaction commits: in this process directly,
         in other processes through PostgreSQL's NOTIFY (which is also sent only on commit)."""
         conn.info.setdefault(_TOPICS, set()).update(topics)
-        self.dialect.notify(conn, topics)
+        self.dialect.notify(conn, self.wakeups.payload(topics))
 
     async def say_watching(self, topic: str) -> None:
         """Tell the other processes that a reader here follows `topic` (see `Wakeups.is_watched`);
         to be said again every `WATCH_SECONDS` while it does. One process needs no telling."""
         if self.dialect.sole_process:
             return
-        await self.read(lambda conn: self.dialect.notify(conn, [WATCHING + topic]))
+        payload = self.wakeups.payload([WATCHING + topic])
+        await self.read(lambda conn: self.dialect.notify(conn, payload))
 
     async def _in_thread(
         self, threads: ThreadPoolExecutor, engine: sa.Engine, work: Callable[[sa.Connection], T]

@@ -159,10 +159,13 @@ class RunStore:
         def work(conn: sa.Connection) -> None:
             fence(conn, job.job, status=DONE, finished_at=now, **NO_LEASE)
             append_events(conn, job.task_key, job.turn_id, final_bodies)
-            record_outcome(
+            queued_work = record_outcome(
                 conn, self._attempts, job.turn_id, job.task_key, outcome, now, title=title
             )
-            self._db.publish(conn, JOBS_TOPIC, task_topic(job.task_key), turn_topic(job.turn_id))
+            # A runner claims again by itself when one of its runs ends: only work this end
+            # queued, or let through (a later turn of the task), is news to the runners.
+            ended = (task_topic(job.task_key), turn_topic(job.turn_id))
+            self._db.publish(conn, *ended, *([JOBS_TOPIC] if queued_work else []))
 
         return await self._db.write(work)
 

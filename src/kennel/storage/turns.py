@@ -124,10 +124,11 @@ def record_outcome(
     now: datetime,
     *,
     title: str | None = None,
-) -> None:
+) -> bool:
     """Record how a turn ended, on the turn and its task; bill it; queue its webhook delivery
-    (when the task ended with it) and its e-mail reply (when a mail asked for it). The caller
-    publishes `JOBS_TOPIC`."""
+    (when the task ended with it) and its e-mail reply (when a mail asked for it). True when it
+    left work for a runner: a later turn of the task was waiting for this one to end, or a
+    delivery or a reply was queued (the caller then publishes `JOBS_TOPIC`)."""
     usage = outcome.usage
     ended = {
         "status": outcome.status.value,
@@ -159,9 +160,11 @@ def record_outcome(
     )
     record_work(conn, task_key, turn_id, worker_id, outcome, now)
     debit(conn, organization_id, usage.credits)
-    queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
-    if not later_pending:
-        queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
+    replying = queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
+    if later_pending:
+        return True
+    delivering = queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
+    return replying or delivering
 
 
 def record_work(

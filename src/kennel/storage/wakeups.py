@@ -4,6 +4,9 @@ A waiter subscribes *before* it reads the database and waits *after*, so a commi
 between the read and the wait is never missed. Waiters still poll with a timeout: a wake-up
 is a hint that saves latency, never the only way to see new rows.
 
+Each notification names the process that sent it, which ignores its own: it woke its waiters
+when its transaction committed.
+
 A process also tells the others what it is watching (`watching`, on PostgreSQL): a run
 streams its chunks as they come only while someone may be following its task, in whichever
 process that reader is.
@@ -13,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -64,6 +68,8 @@ class Wakeups:
         """Topics other processes said they watch, with when they last said so."""
         self._forgot_at = time.monotonic()
         self._listener: Any = None
+        self.origin = secrets.token_hex(8)
+        """Names this process in its notifications."""
 
     @contextmanager
     def subscribe(self, topic: str) -> Iterator[Subscription]:
@@ -99,8 +105,15 @@ class Wakeups:
         self._listener = await asyncpg.connect(url.render_as_string(hide_password=False))
         await self._listener.add_listener(CHANNEL, self._on_notification)
 
+    def payload(self, topics: Iterable[str]) -> str:
+        """A notification of `topics` from this process."""
+        return f"{self.origin}|{','.join(topics)}"
+
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        for topic in payload.split(","):
+        origin, _, topics = payload.rpartition("|")
+        if origin == self.origin:
+            return
+        for topic in topics.split(","):
             if topic.startswith(WATCHING):
                 self._heard_watching(topic.removeprefix(WATCHING))
             else:
