@@ -37,6 +37,8 @@ async def test_each_task_costs_the_runner_one_claim(
     turn, no delivery, no reply), and no process is woken twice by its own notification."""
     settings = settings_for(tmp_path, llm, database_url=database_url)
     async with kennel_api(settings) as api:
+        # A first task, so that the runner's claim at start is behind us.
+        assert (await api.client.post("/api/tasks", json={"input": "first"})).status_code == 200
         claims: list[int] = []
         claim = api.kennel.store.jobs.claim
 

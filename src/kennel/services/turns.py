@@ -25,6 +25,7 @@ from kennel.config import Settings
 from kennel.errors import KennelError, LeaseLostError
 from kennel.files.folder import WorkspaceFolder
 from kennel.files.workspace import Workspaces, download_url
+from kennel.flags import Flag
 from kennel.models import (
     CANCELLED,
     Budget,
@@ -76,8 +77,8 @@ class EventSink:
         self._append = append
         self._is_watched = is_watched
         self._buffer: list[str] = []
-        self._dirty = asyncio.Event()
-        self._closing = asyncio.Event()
+        self._dirty = Flag()
+        self._closing = Flag()
         # One write of the log at a time, so batches land in the order they were told.
         self._writing = asyncio.Lock()
         self.emitted = 0

@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kennel.flags import Flag
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "kennel"
@@ -36,8 +38,10 @@ _WATCHED_FOR = 2 * WATCH_SECONDS
 
 
 class Subscription:
+    __slots__ = ("_flag", "_wakeups", "topics")
+
     def __init__(self, wakeups: Wakeups) -> None:
-        self._event = asyncio.Event()
+        self._flag = Flag()
         self._wakeups = wakeups
         self.topics: list[str] = []
 
@@ -47,17 +51,17 @@ class Subscription:
         self.topics.append(topic)
 
     def _set(self) -> None:
-        self._event.set()
+        self._flag.set()
 
     async def wait(self, seconds: float) -> bool:
         """True if woken, False after `seconds`; either way the next wait needs a new signal."""
         try:
             async with asyncio.timeout(seconds):
-                await self._event.wait()
+                await self._flag.wait()
         except TimeoutError:
             return False
         finally:
-            self._event.clear()
+            self._flag.clear()
         return True
 
 
