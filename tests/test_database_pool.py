@@ -57,3 +57,22 @@ async def test_a_connection_in_steady_use_is_not_pinged(monkeypatch: pytest.Monk
             assert pings == 0
         finally:
             await db.close()
+
+
+async def test_reads_run_without_a_transaction_and_writes_in_one() -> None:
+    """A read's statements each see what is committed (PostgreSQL's read committed) without
+    BEGIN and COMMIT, two round trips; a write is one transaction. The connection a read used
+    goes back to the pool as it came: the next write on it is a transaction again."""
+
+    def in_transaction(conn: sa.Connection) -> bool:
+        conn.execute(BACKEND)
+        return bool(conn.connection.driver_connection.is_in_transaction())  # type: ignore[union-attr]
+
+    async with postgres_url() as url:
+        db = Database(url, pool_size=1)
+        try:
+            assert await db.read(in_transaction) is False
+            assert await db.write(in_transaction) is True
+            assert await db.read(in_transaction) is False
+        finally:
+            await db.close()
