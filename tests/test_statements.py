@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
+import pkgutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -9,10 +12,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from kennel.storage.database import Database
-from kennel.storage.statements import Prebuilt, new_values, setting
+import kennel.storage
+from kennel.models.jobs import TURN_JOB
+from kennel.storage import jobs as jobs_module
+from kennel.storage import tasks as tasks_module
+from kennel.storage.database import Database, Dialect
+from kennel.storage.statements import Prebuilt, _compile, new_values, setting
 from kennel.storage.tables import JSON, EpochMillis, StoredText
+
+STORE_MODULES = [
+    f"kennel.storage.{module.name}" for module in pkgutil.iter_modules(kennel.storage.__path__)
+]
 
 metadata = sa.MetaData()
 probes = sa.Table(
@@ -149,3 +161,33 @@ async def test_statement_listeners_see_every_statement(db: Database) -> None:
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
     assert any("prebuilt_probes" in statement for statement in seen)
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.asyncpg.dialect()])
+def test_every_prebuilt_statement_of_the_store_runs_on_the_driver(dialect: sa.Dialect) -> None:
+    """None of the statements every task runs needs `Connection.execute` (an IN list it would
+    expand, a Python-side default it would fill in): `one_of` spells a fixed IN list."""
+    for url in ("sqlite://", "postgresql+asyncpg://"):
+        jobs_module._claimable(Dialect(url).claiming, (TURN_JOB, "mail", "webhook"))
+        tasks_module._locked_task_by_id(Dialect(url).locking)
+    prebuilt = [
+        statement
+        for module in (importlib.import_module(name) for name in STORE_MODULES)
+        for statement in vars(module).values()
+        if isinstance(statement, Prebuilt)
+    ]
+    prebuilt += [item for item in gc.get_objects() if isinstance(item, Prebuilt)]
+    assert len({id(statement) for statement in prebuilt}) > 30
+    needing_more = [
+        str(statement.statement)
+        for statement in prebuilt
+        if _compile(statement.statement, dialect, _every_column(statement.statement)) is None
+    ]
+    assert needing_more == []
+
+
+def _every_column(statement: sa.Executable) -> dict[str, None]:
+    """An INSERT's parameters, one per column (what the store's inserts pass); none otherwise."""
+    if isinstance(statement, sa.Insert):
+        return {column.key: None for column in statement.table.columns}
+    return {}

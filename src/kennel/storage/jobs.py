@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from kennel.errors import LeaseLostError
 from kennel.models.jobs import ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
-from kennel.storage.statements import Prebuilt, new_values, setting
+from kennel.storage.statements import Prebuilt, new_values, one_of, setting
 from kennel.storage.tables import EpochMillis, jobs
 from kennel.storage.wakeups import JOBS_TOPIC
 
@@ -69,7 +69,7 @@ class JobStore:
                     attempts=row.attempts + 1,
                     max_attempts=row.max_attempts,
                 )
-                for row in conn.execute(query, params)
+                for row in query.rows(conn, params)
             ]
             for job in claimed:
                 taken = {
@@ -347,7 +347,7 @@ def _held_update(names: frozenset[str]) -> Prebuilt:
 
 
 @functools.lru_cache(maxsize=16)
-def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) -> sa.Select[Any]:
+def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) -> Prebuilt:
     """Due jobs of `kinds` that no earlier job of their lock key holds back, for a claim of
     `:limit` at `:now` (built once per dialect and set of kinds)."""
     earlier = jobs.alias("earlier")
@@ -356,14 +356,14 @@ def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) 
         .where(
             earlier.c.lock_key == jobs.c.lock_key,
             earlier.c.id < jobs.c.id,
-            earlier.c.status.in_((QUEUED, RUNNING)),
+            one_of(earlier.c.status, (QUEUED, RUNNING)),
         )
         .exists()
     )
     query = (
         sa.select(jobs.c.id, jobs.c.kind, jobs.c.ref, jobs.c.attempts, jobs.c.max_attempts)
         .where(
-            jobs.c.kind.in_(kinds),
+            one_of(jobs.c.kind, kinds),
             jobs.c.status == QUEUED,
             jobs.c.run_after <= sa.bindparam("now", type_=EpochMillis),
             ~blocked,
@@ -371,7 +371,7 @@ def _claimable(claiming: Callable[..., sa.Select[Any]], kinds: tuple[str, ...]) 
         .order_by(jobs.c.run_after, jobs.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    return claiming(query, of=jobs)
+    return Prebuilt(claiming(query, of=jobs))
 
 
 def _by_kind(rows: Sequence[Job] | Sequence[sa.Row[tuple[str, str]]]) -> dict[str, list[str]]:

@@ -224,6 +224,12 @@ def _wrapped(
     )
 
 
+def one_of(column: sa.ColumnElement[Any], values: Iterable[object]) -> sa.ColumnElement[bool]:
+    """`column IN values` for a fixed list, written as equalities: SQLAlchemy expands an IN
+    list at each execution, so a prebuilt statement with one would run through it."""
+    return sa.or_(*(column == value for value in values))
+
+
 def setting(columns: Iterable[str]) -> dict[str, sa.BindParameter[object]]:
     """`SET column = :new_column` for each of `columns`, for an UPDATE's `.values()`."""
     return {column: sa.bindparam(f"new_{column}") for column in columns}

@@ -16,7 +16,7 @@ from kennel.storage.billing import debit
 from kennel.storage.files import forget_files, record_task_files
 from kennel.storage.mail import queue_reply
 from kennel.storage.sources import record_task_sources
-from kennel.storage.statements import Prebuilt, new_values, setting
+from kennel.storage.statements import Prebuilt, new_values, one_of, setting
 from kennel.storage.tables import EpochMillis, tasks, turn_steps, turns
 from kennel.storage.webhooks import queue_delivery
 
@@ -24,19 +24,21 @@ UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
 
 
 # Statements of every turn's start and end, built once (see `kennel.storage`).
-_TURN_IDS: sa.BindParameter[str] = sa.bindparam("turn_ids", expanding=True)
-_START_TURNS = (
+_TURN_ID: sa.BindParameter[str] = sa.bindparam("turn_id")
+_START_TURN = Prebuilt(
     turns.update()
-    .where(turns.c.id.in_(_TURN_IDS))
+    .where(turns.c.id == _TURN_ID)
     .values(
         status=TaskStatus.RUNNING.value,
         started_at=sa.func.coalesce(turns.c.started_at, sa.bindparam("now", type_=EpochMillis)),
         attempts=turns.c.attempts + 1,
     )
 )
-_START_TASKS = (
+_START_TASK = Prebuilt(
     tasks.update()
-    .where(tasks.c.key.in_(sa.select(turns.c.task_key).where(turns.c.id.in_(_TURN_IDS))))
+    .where(
+        tasks.c.key == sa.select(turns.c.task_key).where(turns.c.id == _TURN_ID).scalar_subquery()
+    )
     .values(status=TaskStatus.RUNNING.value)
 )
 _OUTCOME = Prebuilt(
@@ -70,7 +72,7 @@ _LATER_PENDING = Prebuilt(
     .where(
         turns.c.task_key == sa.bindparam("task_key"),
         turns.c.seq > sa.bindparam("seq"),
-        turns.c.status.in_(UNFINISHED),
+        one_of(turns.c.status, UNFINISHED),
     )
 )
 _FORGET_STEPS = Prebuilt(turn_steps.delete().where(turn_steps.c.turn_id == sa.bindparam("turn_id")))
@@ -100,8 +102,8 @@ def _task_totals(ended: bool, titled: bool) -> Prebuilt:
 
 def start_turns(conn: sa.Connection, turn_ids: Sequence[str], now: datetime) -> None:
     """Turn jobs were claimed: their turns and tasks are running."""
-    conn.execute(_START_TURNS, {"turn_ids": list(turn_ids), "now": now})
-    conn.execute(_START_TASKS, {"turn_ids": list(turn_ids)})
+    _START_TURN.run_many(conn, [{"turn_id": turn_id, "now": now} for turn_id in turn_ids])
+    _START_TASK.run_many(conn, [{"turn_id": turn_id} for turn_id in turn_ids])
 
 
 def return_turns(conn: sa.Connection, turn_ids: Sequence[str], spent: bool) -> None:
