@@ -122,7 +122,8 @@ async def test_a_blocking_answer_learns_that_its_turn_ended_without_reading_the_
 async def test_a_stream_reads_its_turns_events_only_once_they_are_written(
     tmp_path: Path, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It listens from before the turn is stored, so its first read is for events written."""
+    """It listens from before the turn is stored, so its first read is for events written;
+    a read that finds the turn ended has its last events, so none follows it."""
     async with kennel_api(settings_for(tmp_path, llm)) as api:
         events = api.kennel.store.events
         news = events.news
@@ -138,7 +139,7 @@ async def test_a_stream_reads_its_turns_events_only_once_they_are_written(
         response = await api.client.post("/api/tasks", json=body)
     assert "echo: Say hello to Oslo" in response.text
     assert response.text.endswith("data: [DONE]\n\n")
-    assert read and read[0] > 0
+    assert read and read[0] > 0 and read[-1] > 0
 
 
 async def test_a_blocking_answer_whose_wake_up_is_lost_reads_the_turn_at_the_keepalive(

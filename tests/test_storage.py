@@ -215,6 +215,9 @@ async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_event
     events, ended = await store.events.news(task.key, 1, turn.id)
     assert ended and [event.body for event in events] == ['{"type":"finish"}']
     assert (await store.events.news(task.key, 2, None)) == ([], True)
+    # A read cut by its limit does not have the last events, even of a turn that has ended.
+    events, last = await store.events.news(task.key, 0, turn.id, limit=1)
+    assert len(events) == 1 and not last
     assert (await store.events.news(task.key, 0, "trn_gone"))[
         1
     ]  # no such turn: nothing to wait for

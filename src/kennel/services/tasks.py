@@ -282,16 +282,16 @@ class TaskService:
                 await database.say_watching(topic)
                 said_at = time.monotonic()
             if woken:
-                events, ended = await self._store.events.news(task_key, after, turn_id)
+                events, last = await self._store.events.news(task_key, after, turn_id)
                 for event in events:
                     after = event.seq
                     if turn_id is None or event.turn_id == turn_id:
                         idle_since = time.monotonic()
                         yield event
+                if last:
+                    return
                 if events:
                     continue
-                if ended:
-                    return
             if time.monotonic() - idle_since >= idle_timeout:
                 idle_since = time.monotonic()
                 yield None

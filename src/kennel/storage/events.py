@@ -46,8 +46,9 @@ class EventStore:
     async def news(
         self, task_key: int, after_seq: int, turn_id: str | None, limit: int = 1000
     ) -> tuple[list[Event], bool]:
-        """Events above `after_seq`, and whether the turn (or, without one, the task) had
-        ended before they were read: then they are its last. One read for a follower's wake-up.
+        """Events above `after_seq`, and whether they are the last: the turn (or, without one,
+        the task) had ended before they were read, and there were fewer than `limit`. One read
+        for a follower's wake-up.
         """
         params = {"task_key": task_key, "after_seq": after_seq, "limit": limit}
 
@@ -58,7 +59,8 @@ class EventStore:
                 status = _TURN_STATUS.scalar(conn, {"turn_id": turn_id})
             rows = _EVENTS_AFTER.rows(conn, params)
             ended = status is None or TaskStatus(status).is_terminal
-            return [Event(row.seq, row.turn_id, row.body) for row in rows], ended
+            events = [Event(row.seq, row.turn_id, row.body) for row in rows]
+            return events, ended and len(rows) < limit
 
         return await self._db.read(work)
 
