@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +27,7 @@ from kennel.models import (
 )
 from kennel.storage import WATCH_SECONDS, Database, Store, Wakeups
 from kennel.storage import wakeups as wakeups_module
+from kennel.storage.database import _sqlite_engine
 from records import claim_turns, stored_worker, submission, worker_record
 
 LEASE = timedelta(seconds=30)
@@ -444,3 +447,25 @@ async def test_a_rolled_back_transaction_wakes_nobody(store: Store) -> None:
         with pytest.raises(RuntimeError):
             await store.database.write(work)
         assert not await waiter.wait(0.2)
+
+
+def test_a_writer_that_cannot_take_the_sqlite_write_lock_gets_sqlalchemys_error(
+    tmp_path: Path,
+) -> None:
+    """BEGIN IMMEDIATE runs on the driver; its failure still surfaces as SQLAlchemy's
+    `OperationalError`, as every other statement's does."""
+    url = sa.engine.make_url(f"sqlite:///{tmp_path / 'locked.db'}")
+    engine = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    try:
+        with engine.connect() as conn:
+            conn.connection.dbapi_connection.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                conn.begin()
+        holder.execute("ROLLBACK")
+        with engine.begin() as conn:  # the lock is free again: the writer takes it
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+    finally:
+        holder.close()
+        engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -251,7 +252,14 @@ def _sqlite_engine(url: sa.URL, *, pool_size: int, begin: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(begin)
+        # On the driver: `exec_driver_sql` would cost a whole execution context per transaction.
+        dbapi_connection = conn.connection.dbapi_connection
+        try:
+            dbapi_connection.execute(begin)  # type: ignore[union-attr]
+        except sqlite3.Error as error:
+            raise sa.exc.DBAPIError.instance(
+                begin, (), error, sqlite3.Error, dialect=conn.dialect
+            ) from error
 
     return engine
 
