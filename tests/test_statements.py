@@ -147,6 +147,13 @@ async def test_statements_needing_more_of_sqlalchemy_go_through_it(db: Database)
     assert labels == ["python-side"]
 
 
+async def test_many_rows_go_in_with_one_statement_that_returns_some(db: Database) -> None:
+    """What a statement returns is dropped when it runs once per row (`run_many`)."""
+    returning = Prebuilt(probes.insert().returning(probes.c.id))
+    await db.write(lambda conn: returning.run_many(conn, [row("a"), row("b")]))
+    assert await db.read(lambda conn: ALL.scalars(conn, {})) == ["a", "b"]
+
+
 async def test_statement_listeners_see_every_statement(db: Database) -> None:
     """With a `before_cursor_execute` listener (a statement counter, say), prebuilt statements
     go through `Connection.execute` and the listener sees them."""

@@ -37,8 +37,8 @@ from kennel.services.workers import WorkerDraft, WorkerService
 from kennel.storage import WATCH_SECONDS, Store, Subscription, task_topic, turn_topic
 
 PROVISIONAL_TITLE_LENGTH = 80
-T = TypeVar("T")
 POLL_SECONDS = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)

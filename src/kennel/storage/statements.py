@@ -46,7 +46,6 @@ class _Plan:
     sql: str
     binds: tuple[_Bind, ...]
     columns: list[ResultColumnsEntry]
-    returns_rows: bool
     # Made from the first result's cursor description, as SQLAlchemy's results do.
     row: Callable[[Sequence[Any]], Any] | None = field(default=None)
 
@@ -144,11 +143,12 @@ class Prebuilt:
             cursor.close()
 
     def run_many(self, conn: sa.Connection, many: Sequence[Params]) -> None:
-        """Run a statement that returns no rows once for each of `many` (one executemany)."""
+        """Run the statement once for each of `many` (one executemany); whatever it returns
+        (a RETURNING clause) is dropped."""
         if not many:
             return
         plan = self._plan(conn, many[0])
-        if plan is None or plan.returns_rows:
+        if plan is None:
             conn.execute(self.statement, [dict(params) for params in many])
             return
         arguments = [plan.arguments(params) for params in many]
@@ -202,7 +202,7 @@ def _compile(statement: sa.Executable, dialect: sa.Dialect, params: Params) -> _
         for name in compiled.positiontup
     )
     columns = compiled._result_columns or []
-    return _Plan(compiled.string, binds, columns, bool(compiled.effective_returning))
+    return _Plan(compiled.string, binds, columns)
 
 
 def _wrapped(
