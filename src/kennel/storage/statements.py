@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -101,12 +102,9 @@ class Prebuilt:
         plan = self._plan(conn, params)
         if plan is None:
             return list(conn.execute(self.statement, dict(params)).all())
-        cursor = self._run(conn, plan, params)
-        try:
+        with closing(_execute(conn, plan.sql, plan.arguments(params))) as cursor:
             make = plan.row_maker(conn.dialect, cursor.description)
             return [make(values) for values in cursor.fetchall()]
-        finally:
-            cursor.close()
 
     def first(self, conn: sa.Connection, params: Params) -> Any | None:
         rows = self.rows(conn, params)
@@ -136,11 +134,8 @@ class Prebuilt:
         plan = self._plan(conn, params)
         if plan is None:
             return int(conn.execute(self.statement, dict(params)).rowcount)
-        cursor = self._run(conn, plan, params)
-        try:
+        with closing(_execute(conn, plan.sql, plan.arguments(params))) as cursor:
             return int(cursor.rowcount)
-        finally:
-            cursor.close()
 
     def run_many(self, conn: sa.Connection, many: Sequence[Params]) -> None:
         """Run the statement once for each of `many` (one executemany); whatever it returns
@@ -152,13 +147,7 @@ class Prebuilt:
             conn.execute(self.statement, [dict(params) for params in many])
             return
         arguments = [plan.arguments(params) for params in many]
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.executemany(plan.sql, arguments)
-        except conn.dialect.loaded_dbapi.Error as error:
-            raise _wrapped(conn, error, plan.sql, arguments) from error
-        finally:
-            cursor.close()
+        _execute(conn, plan.sql, arguments, many=True).close()
 
     def _plan(self, conn: sa.Connection, params: Params) -> _Plan | None:
         dialect = conn.dialect
@@ -171,15 +160,18 @@ class Prebuilt:
             return None
         return plan
 
-    def _run(self, conn: sa.Connection, plan: _Plan, params: Params) -> Any:
-        arguments = plan.arguments(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(plan.sql, arguments)
-        except conn.dialect.loaded_dbapi.Error as error:
-            cursor.close()
-            raise _wrapped(conn, error, plan.sql, arguments) from error
-        return cursor
+
+def _execute(conn: sa.Connection, sql: str, arguments: Any, *, many: bool = False) -> Any:
+    """The driver cursor of `conn`'s transaction that ran `sql` with `arguments` (with `many`,
+    once for each of them), for the caller to close; the driver's error raised as
+    SQLAlchemy's."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        (cursor.executemany if many else cursor.execute)(sql, arguments)
+    except conn.dialect.loaded_dbapi.Error as error:
+        cursor.close()
+        raise _wrapped(conn, error, sql, arguments) from error
+    return cursor
 
 
 def _compile(statement: sa.Executable, dialect: sa.Dialect, params: Params) -> _Plan | None:
