@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
@@ -178,15 +179,24 @@ class TaskService:
     async def _submitted_then_news(
         self, principal: Principal, request: TaskRequest, keepalive: float
     ) -> AsyncGenerator[Submitted | WorkerState | None]:
-        turn_id = ids.turn_id()
-        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
-            submitted = await self.submit(principal, request, turn_id=turn_id)
+        async with self._submitted_with_its_end(principal, request) as (submitted, ended):
             yield submitted
             done = await ended.wait(keepalive)
+        turn_id = submitted.turn.id
         while not done:
             yield None
             done = await self.wait_for_turn(turn_id, keepalive)
         yield await self.state_of_task(submitted.worker, submitted.task.key, turn_id)
+
+    @asynccontextmanager
+    async def _submitted_with_its_end(
+        self, principal: Principal, request: TaskRequest
+    ) -> AsyncIterator[tuple[Submitted, Subscription]]:
+        """Submit a turn, subscribed to its end from before it is stored: no end is missed,
+        however soon it comes. The subscription lasts as long as the block."""
+        turn_id = ids.turn_id()
+        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as ended:
+            yield await self.submit(principal, request, turn_id=turn_id), ended
 
     async def wait_for_turn(self, turn_id: str, seconds: float) -> bool:
         """Whether the turn has ended, waiting up to `seconds` for it to.
@@ -239,10 +249,8 @@ class TaskService:
     async def _submitted_then_events(
         self, principal: Principal, request: TaskRequest, idle_timeout: float
     ) -> AsyncGenerator[Submitted | Event | None]:
-        turn_id = ids.turn_id()
-        with self._store.database.wakeups.subscribe(turn_topic(turn_id)) as wakeup:
-            submitted = await self.submit(principal, request, turn_id=turn_id)
-            task_key = submitted.task.key
+        async with self._submitted_with_its_end(principal, request) as (submitted, wakeup):
+            task_key, turn_id = submitted.task.key, submitted.turn.id
             wakeup.add(task_topic(task_key))
             yield submitted
             events = self._events(wakeup, task_key, submitted.events_after, turn_id, idle_timeout)
