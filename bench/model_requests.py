@@ -16,6 +16,9 @@ after a warm-up one:
   a `read_file` call, its result of about 1 kB and an answer each).
 * ``stream, 8 tools``: the same as ``request, 8 tools`` through ``model_request_stream``, read
   to its end.
+* ``stream, 32 at once`` and ``stream, 500 at once``: that many of those streams started
+  together, per stream: the connection pool's share with many model calls in flight (32
+  clients, a burst).
 * ``turn, quiet`` and ``turn, live``: a whole `TurnLoop` as the runtime builds it, all 8 tools
   offered, answered with text in one request (chunks written, no storage).
 * ``tool turn, live``: a turn whose first request calls `list_files` on an empty workspace,
@@ -68,6 +71,8 @@ from kennel.models import BUDGET_CAPS, Budget
 MODEL = "openai-chat:fake-model"
 BATCHES = 5
 HISTORY_TURNS = 10
+AT_ONCE = {"stream, 32 at once": 32, "stream, 500 at once": 500}
+"""Probes that start that many streams together; their cost is reported per stream."""
 INSTRUCTIONS = "You are a careful research assistant. Answer briefly."
 ALL_TOOLS = frozenset(
     {
@@ -169,11 +174,18 @@ async def measure(
         assert result.error is None, result.error
         return result
 
+    def at_once(streams: int) -> Callable[[int], Awaitable[object]]:
+        async def call(i: int) -> object:
+            return await asyncio.gather(*(stream(i * streams + j) for j in range(streams)))
+
+        return call
+
     probes: dict[str, Callable[[int], Awaitable[object]]] = {
         "request, 0 tools": lambda i: request(i, frozenset()),
         "request, 8 tools": lambda i: request(i, ALL_TOOLS),
         "request, history": lambda i: request(i, ALL_TOOLS, long=True),
         "stream, 8 tools": stream,
+        **{name: at_once(streams) for name, streams in AT_ONCE.items()},
         "turn, quiet": lambda i: turn(i, live=False),
         "turn, live": lambda i: turn(i, live=True),
         "tool turn, live": lambda i: turn(i, live=True, text=TOOL_TASK),
@@ -183,7 +195,8 @@ async def measure(
         for name, call in probes.items():
             if only and not any(word in name for word in only):
                 continue
-            results[name] = await per_call_ms(requests, call)
+            streams = AT_ONCE.get(name, 1)
+            results[name] = await per_call_ms(max(requests // streams, BATCHES), call) / streams
             if profile is not None:
                 profiler = cProfile.Profile()
                 profiler.enable()

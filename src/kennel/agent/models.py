@@ -12,6 +12,7 @@ from pydantic_ai.models import Model, infer_model
 from pydantic_ai.providers import Provider, infer_provider
 from pydantic_ai.providers.openai import OpenAIProvider
 
+from kennel.agent.modelhttp import model_http_client
 from kennel.agent.openaisdk import skip_sdk_walks
 from kennel.agent.providers import (
     COMMON_PROVIDERS,
@@ -43,7 +44,8 @@ class _MissingSettingError(Exception):
 class ModelCatalog:
     """Builds each named model once and reuses it (and its HTTP connection pool) for every run.
 
-    The catalog owns the models' HTTP clients: `aclose()` releases them.
+    The catalog owns the models' HTTP clients (the OpenAI-compatible ones on aiohttp, see
+    `modelhttp`): `aclose()` releases them.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -148,8 +150,12 @@ class ModelCatalog:
     def _provider(self, provider_name: str) -> Provider[Any]:
         if provider_name in OPENAI_PROVIDERS:
             settings = self._settings
+            http_client = model_http_client(settings.model_timeout_seconds)
+            self._exits.push_async_callback(http_client.aclose)
             provider = OpenAIProvider(
-                base_url=settings.openai_base_url, api_key=settings.openai_api_key
+                base_url=settings.openai_base_url,
+                api_key=settings.openai_api_key,
+                http_client=http_client,
             )
             skip_sdk_walks(provider.client)
             return provider

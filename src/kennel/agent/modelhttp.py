@@ -1,0 +1,116 @@
+"""The HTTP client that OpenAI-compatible model requests go out on: aiohttp under httpx2.
+
+The OpenAI SDK speaks httpx2, whose own connection pool is written in Python and walks every
+pooled connection on each request and each event of an answer: with hundreds of model calls in
+flight (a burst of tasks) that walk is most of a call's cost. httpx-aiohttp carries the same
+requests over aiohttp, whose pool and parser are in C; docs/performance.md has the numbers.
+
+The transport's own table calls most failures a connect timeout: a refused connection, a
+server that hung up. The SDK and pydantic-ai sort failures by their httpx2 class, and Kennel
+tells a caller which setting to check by it, so the failures are raised here as httpx2 itself
+would raise them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import httpx2
+from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection to a provider, as pydantic-ai's own client allows."""
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+"""Open connections per model (as the OpenAI SDK's and pydantic-ai's clients): a burst of
+tasks keeps one model call each in flight."""
+
+_AS_HTTPX2: tuple[tuple[type[BaseException], type[httpx2.TransportError]], ...] = (
+    # The most specific first: a proxy failure is a connector error is a connection error.
+    (aiohttp.ClientProxyConnectionError, httpx2.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx2.ProxyError),
+    (aiohttp.ConnectionTimeoutError, httpx2.ConnectTimeout),
+    (aiohttp.SocketTimeoutError, httpx2.ReadTimeout),
+    (aiohttp.ServerTimeoutError, httpx2.ReadTimeout),
+    (aiohttp.ClientConnectorError, httpx2.ConnectError),
+    (aiohttp.ServerDisconnectedError, httpx2.RemoteProtocolError),
+    (aiohttp.ClientPayloadError, httpx2.RemoteProtocolError),
+    (aiohttp.ClientResponseError, httpx2.RemoteProtocolError),
+    (aiohttp.ClientOSError, httpx2.ReadError),
+    (aiohttp.NonHttpUrlClientError, httpx2.UnsupportedProtocol),
+    (aiohttp.InvalidUrlClientError, httpx2.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx2.NetworkError),
+)
+
+
+def model_http_client(timeout: float) -> httpx2.AsyncClient:
+    """A client for one provider; whoever builds it closes it (`aclose`)."""
+    return ModelClient(timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT), limits=LIMITS)
+
+
+class ModelClient(Httpx2AiohttpClient):
+    """httpx-aiohttp's client: httpx2 on aiohttp transports, with proxies read from the
+    environment once, as httpx2 reads them, and failures raised as httpx2's."""
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _Httpx2Failures(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _Httpx2Failures(super()._init_proxy_transport(*args, **kwargs))
+
+
+class _Httpx2Failures(httpx2.AsyncBaseTransport):
+    """An aiohttp transport whose failures, and those of its answers' bodies, are httpx2's."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.userinfo:
+            # The client has made the URL's user and password an Authorization header already,
+            # as httpx2 does, and aiohttp refuses a URL that still carries them beside it.
+            request.url = request.url.copy_with(userinfo=b"")
+        with _as_httpx2(request):
+            response = await self._transport.handle_async_request(request)
+        assert isinstance(response.stream, httpx2.AsyncByteStream)  # an aiohttp answer's body
+        response.stream = _Body(response.stream, request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _Body(httpx2.AsyncByteStream):
+    """An answer's body, its failures raised as httpx2's."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, request: httpx2.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx2(self._request):
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _as_httpx2(self._request):
+            await self._stream.aclose()
+
+
+@contextmanager
+def _as_httpx2(request: httpx2.Request) -> Iterator[None]:
+    try:
+        yield
+    except (httpx2.TransportError, aiohttp.ClientError) as error:
+        # The transport raises its own guess from aiohttp's error, or aiohttp's error itself.
+        cause = error.__cause__ if isinstance(error, httpx2.TransportError) else error
+        if not isinstance(cause, aiohttp.ClientError):
+            raise
+        raise _httpx2_error(cause, request) from cause
+
+
+def _httpx2_error(error: aiohttp.ClientError, request: httpx2.Request) -> httpx2.TransportError:
+    kind = next(kind for aiohttp_kind, kind in _AS_HTTPX2 if isinstance(error, aiohttp_kind))
+    return kind(str(error) or type(error).__name__, request=request)
