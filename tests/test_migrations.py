@@ -166,7 +166,8 @@ async def test_waiting_deliveries_and_mails_move_into_the_queue(
 
 
 async def _task(store: Store, worker: Worker, clock: FakeClock) -> tuple[int, str]:
-    task, turn, _ = await store.tasks.submit(
+    stored = await store.tasks.submit(
         submission(worker, "tsk_old"), clock.now(), lambda _task: None
     )
+    task, turn = stored.task, stored.turn
     return task.key, turn.id

@@ -30,29 +30,105 @@ async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_each_task_costs_the_runner_one_claim(
+def _counting_claims(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many jobs each claim of the runner takes, from now on."""
+    claims: list[int] = []
+    claim = api.kennel.store.jobs.claim
+
+    async def counted(*args: object, **kwargs: object) -> list[Job]:
+        claimed = await claim(*args, **kwargs)  # type: ignore[arg-type]
+        claims.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(api.kennel.store.jobs, "claim", counted)
+    return claims
+
+
+async def test_a_new_task_starts_without_a_claim_or_a_wake_up(
     tmp_path: Path, llm: FakeLLM, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A turn's submission wakes the runners; its end does not when it leaves no work (no later
-    turn, no delivery, no reply), and no process is woken twice by its own notification."""
+    """With a slot free, a submission stores its turn claimed by this process's runner, which
+    starts it at once; its end wakes no runner when it leaves no work (no later turn, no
+    delivery, no reply), and no process is woken by its own notification."""
     settings = settings_for(tmp_path, llm, database_url=database_url)
     async with kennel_api(settings) as api:
         # A first task, so that the runner's claim at start is behind us.
         assert (await api.client.post("/api/tasks", json={"input": "first"})).status_code == 200
-        claims: list[int] = []
-        claim = api.kennel.store.jobs.claim
-
-        async def counted(*args: object, **kwargs: object) -> list[Job]:
-            claimed = await claim(*args, **kwargs)  # type: ignore[arg-type]
-            claims.append(len(claimed))
-            return claimed
-
-        monkeypatch.setattr(api.kennel.store.jobs, "claim", counted)
+        claims = _counting_claims(api, monkeypatch)
         for n in range(3):
             response = await api.client.post("/api/tasks", json={"input": f"task {n}"})
             assert response.json()["status"] == "completed"
         await asyncio.sleep(0.2)  # a late wake-up would claim in this time
-    assert claims == [1, 1, 1]
+    assert claims == []
+
+
+async def test_with_every_slot_busy_a_new_task_waits_for_a_claim(
+    tmp_path: Path, llm: FakeLLM, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(tmp_path, llm, database_url=database_url, runner_concurrency=1)
+    llm.script("slow", Sleep(0.5, Text("slow done")))
+    async with kennel_api(settings) as api:
+        assert (await api.client.post("/api/tasks", json={"input": "first"})).status_code == 200
+        claims = _counting_claims(api, monkeypatch)
+        slow = asyncio.create_task(api.client.post("/api/tasks", json={"input": "slow"}))
+        await _until(lambda: any(r["messages"][-1].get("content") == "slow" for r in llm.requests))
+        quick = await api.client.post("/api/tasks", json={"input": "quick"})
+        assert quick.json()["output"][0]["content"][0]["text"] == "echo: quick"
+        assert (await slow).json()["status"] == "completed"
+    assert claims[0] == 1  # the slow task's end freed the slot; a claim took the quick one
+
+
+async def test_a_follow_up_waits_for_the_turn_before_it(
+    tmp_path: Path, llm: FakeLLM, database_url: str
+) -> None:
+    settings = settings_for(tmp_path, llm, database_url=database_url)
+    llm.script("slow", Sleep(0.5, Text("slow done")))
+    async with kennel_api(settings) as api:
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        worker_id = await new_worker(api.client)
+        tasks = api.kennel.services.tasks
+        first = await tasks.submit(
+            principal, TaskRequest(input="slow", worker_id=worker_id, task_id="tsk_f")
+        )
+        assert first.turn.status is TaskStatus.RUNNING  # started as it was stored
+        second = await tasks.submit(
+            principal, TaskRequest(input="next", worker_id=worker_id, task_id="tsk_f")
+        )
+        assert second.turn.status is TaskStatus.PENDING  # queued behind the first
+        done_first = await _turn_when(api, first.turn.id, TaskStatus.COMPLETED)
+        done_second = await _turn_when(api, second.turn.id, TaskStatus.COMPLETED)
+    assert done_first.completed_at is not None and done_second.started_at is not None
+    assert done_second.started_at >= done_first.completed_at
+
+
+async def test_a_submission_whose_caller_goes_away_still_starts_its_turn(
+    tmp_path: Path, llm: FakeLLM, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn is stored claimed by this process's runner: a caller cancelled between the
+    commit and the start must not leave it to wait for its lease to run out."""
+    settings = settings_for(tmp_path, llm, database_url=database_url)
+    async with kennel_api(settings) as api:
+        principal = await api.kennel.services.auth.authenticate(f"Bearer {api.key}")
+        worker_id = await new_worker(api.client)
+        stored: list[str] = []
+        returned = asyncio.Event()
+        store_submit = api.kennel.store.tasks.submit
+
+        async def slow_to_return(*args: object, **kwargs: object) -> object:
+            result = await store_submit(*args, **kwargs)  # type: ignore[arg-type]
+            stored.append(result.turn.id)
+            await returned.wait()  # the caller is cancelled here, after the commit
+            return result
+
+        monkeypatch.setattr(api.kennel.store.tasks, "submit", slow_to_return)
+        request = TaskRequest(input="hello", worker_id=worker_id, task_id="tsk_gone")
+        caller = asyncio.create_task(api.kennel.services.tasks.submit(principal, request))
+        await _until(lambda: bool(stored))
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        returned.set()
+        assert (await _turn_when(api, stored[0], TaskStatus.COMPLETED)).output_text
 
 
 async def test_a_clean_stop_hands_the_turn_back_without_spending_an_attempt(

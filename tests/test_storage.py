@@ -25,6 +25,7 @@ from kennel.models import (
     Visibility,
     WorkspaceFile,
 )
+from kennel.models.jobs import Claimant, TurnJob
 from kennel.storage import WATCH_SECONDS, Database, Store, Wakeups
 from kennel.storage import wakeups as wakeups_module
 from kennel.storage.database import _sqlite_engine
@@ -103,12 +104,14 @@ async def test_private_workers_are_listed_only_to_their_creator(
 
 async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, seq = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    stored = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn, seq = stored.task, stored.turn, stored.events_after
     assert (task.id, task.status, turn.seq, seq) == ("tsk_1", TaskStatus.PENDING, 0, 0)
 
-    follow_task, follow, _ = await store.tasks.submit(
+    stored = await store.tasks.submit(
         submission(worker, "tsk_1", "and then?"), clock.now(), _accept
     )
+    follow_task, follow = stored.task, stored.turn
     assert follow_task.key == task.key and follow.seq == 1
     snapshot = await store.tasks.snapshot(task.key)
     assert [t.input for t in snapshot.turns] == ["hello", "and then?"]
@@ -117,7 +120,7 @@ async def test_submit_creates_task_turn_and_queued_job(store: Store, clock: Fake
 
 async def test_submit_refused_by_the_rule_stores_nothing(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, _, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task = (await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)).task
 
     def refuse(existing: Task) -> None:
         raise ConflictError("no")
@@ -132,10 +135,10 @@ async def test_task_ids_are_per_organization(store: Store, clock: FakeClock) -> 
     other_org, other_user = await store.auth.ensure_member("globex", "x@globex.com", clock.now())
     other_worker = worker_record(other_org.id, other_user.id, clock)
     await store.workers.create(other_worker)
-    mine, _, _ = await store.tasks.submit(submission(worker, "tsk_same"), clock.now(), _accept)
-    theirs, _, _ = await store.tasks.submit(
-        submission(other_worker, "tsk_same"), clock.now(), _accept
-    )
+    mine = (await store.tasks.submit(submission(worker, "tsk_same"), clock.now(), _accept)).task
+    theirs = (
+        await store.tasks.submit(submission(other_worker, "tsk_same"), clock.now(), _accept)
+    ).task
     assert mine.key != theirs.key
     assert (await store.tasks.get(worker.organization_id, "tsk_same")).key == mine.key
 
@@ -150,17 +153,17 @@ async def test_racing_submissions_of_one_new_task_id_become_two_turns(
             for _ in range(4)
         )
     )
-    assert len({task.key for task, _, _ in results}) == 1
-    assert sorted(turn.seq for _, turn, _ in results) == [0, 1, 2, 3]
+    assert len({stored.task.key for stored in results}) == 1
+    assert sorted(stored.turn.seq for stored in results) == [0, 1, 2, 3]
 
 
 async def test_turns_of_one_task_are_claimed_strictly_in_order(
     store: Store, clock: FakeClock
 ) -> None:
     worker = await stored_worker(store, clock)
-    _, first, _ = await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)
-    _, second, _ = await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)
-    _, other, _ = await store.tasks.submit(submission(worker, "tsk_b"), clock.now(), _accept)
+    first = (await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)).turn
+    second = (await store.tasks.submit(submission(worker, "tsk_a"), clock.now(), _accept)).turn
+    other = (await store.tasks.submit(submission(worker, "tsk_b"), clock.now(), _accept)).turn
 
     claimed = await claim_turns(store, "r1", 10, clock.now(), LEASE)
     assert [job.turn_id for job in claimed] == [first.id, other.id]
@@ -174,9 +177,45 @@ async def test_turns_of_one_task_are_claimed_strictly_in_order(
     assert [job.turn_id for job in again] == [second.id]
 
 
+async def test_a_submission_with_a_claimant_is_stored_as_its_claim(
+    store: Store, clock: FakeClock
+) -> None:
+    """The job is stored as a claim leaves it (first attempt, leased to the claimant, turn and
+    task running) and its run writes under that lease; a follow-up queued behind it waits."""
+    worker = await stored_worker(store, clock)
+    claimant = Claimant("r1", LEASE)
+    stored = await store.tasks.submit(
+        submission(worker, "tsk_1", claimant=claimant), clock.now(), _accept
+    )
+    assert stored.job is not None and stored.job.attempts == 1
+    assert stored.turn.status is TaskStatus.RUNNING
+    assert (await store.tasks.get_turn(stored.turn.id)).status is TaskStatus.RUNNING
+    snapshot = await store.tasks.snapshot(stored.task.key)
+    assert snapshot.task.status is TaskStatus.RUNNING
+    assert await claim_turns(store, "r2", 10, clock.now(), LEASE) == []  # already held
+
+    job = TurnJob(stored.job, stored.task.key)
+    assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
+    follow = await store.tasks.submit(
+        submission(worker, "tsk_1", "more", claimant=claimant), clock.now(), _accept
+    )
+    assert follow.job is None and follow.turn.status is TaskStatus.PENDING
+    await store.runs.finish_turn(job, TurnOutcome(status=TaskStatus.COMPLETED), [], clock.now())
+    [queued] = await claim_turns(store, "r2", 10, clock.now(), LEASE)
+    assert queued.turn_id == follow.turn.id
+
+    clock.advance(LEASE.total_seconds() + 1)  # a claimant that dies: its lease runs out
+    lost = await store.tasks.submit(
+        submission(worker, "tsk_2", claimant=claimant), clock.now(), _accept
+    )
+    clock.advance(LEASE.total_seconds() + 1)
+    assert {expired.ref for expired in await store.jobs.expired(clock.now())} >= {lost.turn.id}
+
+
 async def test_events_are_sequenced_per_task_and_fenced(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    stored = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn = stored.task, stored.turn
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     assert job.task_key == task.key and job.attempts == 1
     assert await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE) == 1
@@ -205,7 +244,8 @@ async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_event
     store: Store, clock: FakeClock
 ) -> None:
     worker = await stored_worker(store, clock)
-    task, turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    stored = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task, turn = stored.task, stored.turn
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     await store.runs.append_events(job, ['{"type":"start"}'], clock.now(), LEASE)
     assert await store.events.news(task.key, 0, turn.id) == (
@@ -229,7 +269,7 @@ async def test_news_say_whether_the_turn_or_task_had_ended_before_its_last_event
 async def test_finish_records_outcome_totals_and_bills(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     await store.auth.set_credit_balance(worker.organization_id, 100)
-    task, _turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task = (await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)).task
     [job] = await claim_turns(store, "r1", 1, clock.now(), LEASE)
     outcome = TurnOutcome(
         status=TaskStatus.COMPLETED,
@@ -273,7 +313,7 @@ async def test_follow_up_sees_completed_history(store: Store, clock: FakeClock) 
 
 async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    task, _turn, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    task = (await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)).task
     await claim_turns(store, "r1", 1, clock.now(), LEASE)
     [expired] = await store.jobs.expired(clock.now(), every_running=True)
     failed = TurnOutcome(
@@ -290,9 +330,9 @@ async def test_giving_up_on_an_interrupted_turn(store: Store, clock: FakeClock) 
 async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
-    task, _, _ = await store.tasks.submit(
-        submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
-    )
+    task = (
+        await store.tasks.submit(submission(worker, "tsk_1", files=(report,)), clock.now(), _accept)
+    ).task
     bigger = replace(report, size=40)
     await store.tasks.submit(submission(worker, "tsk_1", files=(bigger,)), clock.now(), _accept)
     assert (await store.tasks.snapshot(task.key)).files == [bigger]
@@ -303,15 +343,18 @@ async def test_task_files_are_recorded_with_the_turn(store: Store, clock: FakeCl
 async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     report = WorkspaceFile("docs/report.md", 12, "text/markdown", clock.now())
-    task, first, _ = await store.tasks.submit(
+    stored = await store.tasks.submit(
         submission(worker, "tsk_1", files=(report,)), clock.now(), _accept
     )
+    task, first = stored.task, stored.turn
     bigger = replace(report, size=40)
     data = WorkspaceFile("data.csv", 7, "text/csv", clock.now())
-    _, second, _ = await store.tasks.submit(
-        submission(worker, "tsk_1", files=(bigger, data)), clock.now(), _accept
-    )
-    _, third, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    second = (
+        await store.tasks.submit(
+            submission(worker, "tsk_1", files=(bigger, data)), clock.now(), _accept
+        )
+    ).turn
+    third = (await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)).turn
     sent = AttachedFile("docs/report.md", "text/markdown", 12)
     assert first.attachments == (sent,)
     expected = [
@@ -329,9 +372,9 @@ async def test_each_turn_keeps_the_files_handed_in_with_it(store: Store, clock: 
 
 async def test_listing_tasks_hides_archived_and_filters(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
-    kept, _, _ = await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)
+    kept = (await store.tasks.submit(submission(worker, "tsk_1"), clock.now(), _accept)).task
     clock.advance(1)
-    gone, _, _ = await store.tasks.submit(submission(worker, "tsk_2"), clock.now(), _accept)
+    gone = (await store.tasks.submit(submission(worker, "tsk_2"), clock.now(), _accept)).task
     await store.tasks.archive(gone.key, clock.now())
     listed, total = await store.tasks.list_visible(
         worker.organization_id, worker.user_id, worker_id=None, status=None, offset=0, limit=50

@@ -56,9 +56,11 @@ async def enqueue(queue: Store, clock: FakeClock, kind: str) -> Enqueue:
 
 
 async def _turn(store: Store, worker: Worker, clock: FakeClock) -> str:
-    _, turn, _ = await store.tasks.submit(
-        submission(worker, max_attempts=MAX_ATTEMPTS), clock.now(), lambda _task: None
-    )
+    turn = (
+        await store.tasks.submit(
+            submission(worker, max_attempts=MAX_ATTEMPTS), clock.now(), lambda _task: None
+        )
+    ).turn
     return turn.id
 
 

@@ -88,7 +88,7 @@ async def test_executions_page_newest_first(store: Store, clock: FakeClock) -> N
 async def test_an_execution_keeps_its_task_and_failure(store: Store, clock: FakeClock) -> None:
     worker = await stored_worker(store, clock)
     hooked = submission(worker, "tsk_hooked", provisional_title="Hello there")
-    task, _, _ = await store.tasks.submit(hooked, clock.now(), _accept)
+    task = (await store.tasks.submit(hooked, clock.now(), _accept)).task
     failed = _execution(
         worker,
         clock,
@@ -107,7 +107,8 @@ async def _queued_delivery(store: Store, clock: FakeClock) -> Worker:
     """A worker with a webhook and one task end queued for it."""
     worker = await stored_worker(store, clock)
     await store.webhooks.set_url(worker.id, "https://a.example/", "whk_first", clock.now())
-    task, turn, _ = await store.tasks.submit(submission(worker), clock.now(), _accept)
+    stored = await store.tasks.submit(submission(worker), clock.now(), _accept)
+    task, turn = stored.task, stored.turn
 
     def work(conn: Any) -> bool:
         return queue_delivery(conn, task.key, turn.id, TaskStatus.COMPLETED, clock.now(), 8)

@@ -124,6 +124,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Kennel:
         handlers.append(Mailer(store, workspaces, clock, settings, settings.smtp_relay))
     jobs = Jobs(store, clock, handlers)
     runner = Runner(store, jobs, clock, settings, sole_runner=store.database.dialect.sole_process)
+    services.tasks.start_turns_on(runner)
     wakeups = store.database.wakeups
     scheduler = DueLoop("firing schedules", schedule_service.tick, wakeups, SCHEDULES_TOPIC)
     smtp = None

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from kennel.models.jobs import Claimant, Job
 from kennel.models.mail import InboundEmail
 
 JSONObject = dict[str, Any]
@@ -344,6 +345,19 @@ class Submission:
     live: bool = False
     email: InboundEmail | None = None
     """The mail that asked for this turn; its reply is queued when the turn ends."""
+    claimant: Claimant | None = None
+    """This process's runner, when it has a slot free to start the turn as it is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """A submission as stored: its task (as found, or as created) and turn, the task's last
+    event sequence number before the turn, and the turn's job when its claimant took it."""
+
+    task: Task
+    turn: Turn
+    events_after: int
+    job: Job | None
 
 
 @dataclass(frozen=True, slots=True)

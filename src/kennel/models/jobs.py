@@ -4,6 +4,7 @@ holds one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -43,6 +44,15 @@ class Job:
     attempts: int
     """This attempt's number, from 1."""
     max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claimant:
+    """A runner with a free slot, taking a job as it is stored: the job is stored claimed, as
+    a claim would leave it, and the runner starts it without a claim or a wake-up."""
+
+    owner: str
+    lease: timedelta
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from kennel.clock import Clock, seconds_until
 from kennel.config import Settings
-from kennel.models.jobs import Job
+from kennel.models.jobs import Claimant, Job
 from kennel.services.jobs import Jobs
 from kennel.storage import JOBS_TOPIC, Store, Subscription
 
@@ -51,6 +51,9 @@ class Runner:
         self._sole_runner = sole_runner
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._active: dict[asyncio.Task[None], Job] = {}
+        self._reserved = 0
+        """Slots submissions hold for the jobs they are storing (see `reserve`)."""
+        self._group: asyncio.TaskGroup | None = None
         self._retries: list[datetime] = []
         """When retries this process set are due (a heap)."""
         self._slot_freed = asyncio.Event()
@@ -65,19 +68,44 @@ class Runner:
             heapq.heappush(self._retries, queued)
         try:
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 group.create_task(self._every(self._lease.total_seconds() / 3, self._heartbeat))
                 group.create_task(self._every(self._lease.total_seconds() / 2, self._reap))
-                await self._claim_loop(group)
+                await self._claim_loop()
+                self._group = None
                 for task, job in list(self._active.items()):
                     if self._jobs.cut_short_on_stop(job):
                         task.cancel()
         finally:
+            self._group = None
             await asyncio.shield(self._release())
 
     def stop(self) -> None:
         self._stopping.set()
         self._slot_freed.set()
         self._store.database.wakeups.publish_local(JOBS_TOPIC)
+
+    def reserve(self) -> Claimant | None:
+        """Hold a free slot for a job a submission is storing claimed (`Handoff`)."""
+        if self._group is None or self._stopping.is_set() or self._free() <= 0:
+            return None
+        self._reserved += 1
+        return Claimant(self.owner, self._lease)
+
+    def start(self, job: Job) -> None:
+        """Run a job stored claimed by a slot `reserve` held. Once the runner is stopping it is
+        not started: `_release` hands it back to the queue with the others, or (past that)
+        the next start of a runner recovers it."""
+        self._reserved -= 1
+        if self._group is None:
+            self._slot_freed.set()
+            return
+        self._launch(self._group, job)
+
+    def release(self) -> None:
+        """Give back a slot `reserve` held, which took no job."""
+        self._reserved -= 1
+        self._slot_freed.set()
 
     async def work_due(self, *kinds: str) -> int:
         """Claim the jobs of `kinds` (default: every kind) due now and run them to their end,
@@ -87,22 +115,29 @@ class Runner:
         await asyncio.gather(*(self._run(job) for job in claimed))
         return len(claimed)
 
-    async def _claim_loop(self, group: asyncio.TaskGroup) -> None:
+    async def _claim_loop(self) -> None:
         wakeups = self._store.database.wakeups
         with wakeups.subscribe(JOBS_TOPIC) as new_jobs:
             while not self._stopping.is_set():
-                free = self._concurrency - len(self._active)
+                free = self._free()
                 if free <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
                     continue
                 claimed = await self._claim(self._jobs.kinds, free)
                 for job in claimed:
-                    task = group.create_task(self._run(job))
-                    self._active[task] = job
-                    task.add_done_callback(self._finished)
+                    assert self._group is not None  # set for as long as this loop runs
+                    self._launch(self._group, job)
                 if len(claimed) < free:
                     await self._sleep(new_jobs)
+
+    def _free(self) -> int:
+        return self._concurrency - len(self._active) - self._reserved
+
+    def _launch(self, group: asyncio.TaskGroup, job: Job) -> None:
+        task = group.create_task(self._run(job))
+        self._active[task] = job
+        task.add_done_callback(self._finished)
 
     async def _claim(self, kinds: list[str], limit: int) -> list[Job]:
         now = self._clock.now()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from kennel.clock import Clock
-from kennel.models.jobs import ExpiredJob, Job
+from kennel.models.jobs import Claimant, ExpiredJob, Job
 from kennel.storage import Store
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,24 @@ class Handler(Protocol[R]):
     ) -> bool:
         """Record the attempt and end the job: done (no error), due again at `retry_at`, or
         failed for good; fenced on the job's lease, so False if the claim was lost."""
+        ...
+
+
+class Handoff(Protocol):
+    """This process's runner, as a submission sees it: a job stored claimed by one of its free
+    slots starts at once, without a claim transaction or a wake-up (the turn's first token
+    comes sooner, and the runner makes one transaction fewer)."""
+
+    def reserve(self) -> Claimant | None:
+        """Hold a free slot for one job; None when none is free (or the runner has stopped)."""
+        ...
+
+    def start(self, job: Job) -> None:
+        """Run a job stored claimed by the slot `reserve` held."""
+        ...
+
+    def release(self) -> None:
+        """Give back the slot `reserve` held, which took no job."""
         ...
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 from kennel import ids
@@ -23,6 +24,7 @@ from kennel.models import (
     JSONObject,
     Page,
     Principal,
+    StoredTurn,
     Submission,
     Task,
     TaskSnapshot,
@@ -34,6 +36,7 @@ from kennel.models import (
 )
 from kennel.models.mail import InboundEmail
 from kennel.services.billing import NO_CREDITS, has_credits
+from kennel.services.jobs import Handoff
 from kennel.services.workers import WorkerDraft, WorkerService
 from kennel.storage import WATCH_SECONDS, Store, Subscription, task_topic, turn_topic
 
@@ -91,6 +94,7 @@ class TaskService:
         self._catalog = catalog
         self._clock = clock
         self._settings = settings
+        self._handoff: Handoff | None = None
 
     async def submit(
         self, principal: Principal, request: TaskRequest, *, turn_id: str | None = None
@@ -133,10 +137,38 @@ class TaskService:
             live=request.live,
             email=request.email,
         )
-        task, turn, events_after = await self._store.tasks.submit(
-            submission, self._clock.now(), accept_existing
-        )
-        return Submitted(worker, task, turn, events_after)
+        stored = await self._store_submission(submission, accept_existing)
+        return Submitted(worker, stored.task, stored.turn, stored.events_after)
+
+    def start_turns_on(self, handoff: Handoff) -> None:
+        """Store new turns claimed by this process's runner when it has a slot free."""
+        self._handoff = handoff
+
+    async def _store_submission(
+        self, submission: Submission, accept_existing: Callable[[Task], None]
+    ) -> StoredTurn:
+        handoff = self._handoff
+        claimant = handoff.reserve() if handoff is not None else None
+        if handoff is None or claimant is None:
+            return await self._store.tasks.submit(submission, self._clock.now(), accept_existing)
+
+        async def store_and_start() -> StoredTurn:
+            try:
+                stored = await self._store.tasks.submit(
+                    replace(submission, claimant=claimant), self._clock.now(), accept_existing
+                )
+            except BaseException:
+                handoff.release()
+                raise
+            if stored.job is None:  # an earlier turn of the task holds this one back
+                handoff.release()
+            else:
+                handoff.start(stored.job)
+            return stored
+
+        # Shielded: a caller that goes away while the turn is stored must not leave it
+        # claimed by a slot that never starts it (it would wait for its lease to run out).
+        return await asyncio.shield(store_and_start())
 
     async def _worker_for(
         self, principal: Principal, request: TaskRequest, task_id: str

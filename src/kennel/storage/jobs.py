@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kennel.errors import LeaseLostError
-from kennel.models.jobs import ExpiredJob, Job, JobStatus
+from kennel.models.jobs import Claimant, ExpiredJob, Job, JobStatus
 from kennel.storage.database import Database
 from kennel.storage.statements import Prebuilt, new_values, one_of, setting
 from kennel.storage.tables import EpochMillis, jobs
@@ -250,6 +250,45 @@ def enqueue(
     )
 
 
+def insert_claimed(
+    conn: sa.Connection,
+    kind: str,
+    ref: str,
+    now: datetime,
+    claimant: Claimant,
+    *,
+    max_attempts: int,
+    lock_key: str | None = None,
+) -> Job:
+    """Store a job in the caller's transaction already claimed by `claimant`, as a claim
+    would leave it (its first attempt, leased); the claimant starts it once that commits.
+    The caller makes sure no earlier job of `lock_key` holds it back (`holds_back`)."""
+    token = secrets.token_hex(16)
+    job_id = _INSERT_CLAIMED.scalar_one(
+        conn,
+        {
+            "kind": kind,
+            "ref": ref,
+            "lock_key": lock_key,
+            "status": RUNNING,
+            "run_after": now,
+            "attempts": 1,
+            "max_attempts": max_attempts,
+            "lease_owner": claimant.owner,
+            "lease_token": token,
+            "lease_expires_at": now + claimant.lease,
+            "claimed_at": now,
+            "created_at": now,
+        },
+    )
+    return Job(int(job_id), kind, ref, token, attempts=1, max_attempts=max_attempts)
+
+
+def holds_back(conn: sa.Connection, lock_key: str) -> bool:
+    """Whether a job of `lock_key` is queued or running: a new one must wait its turn."""
+    return _HOLDING.first(conn, {"lock_key": lock_key}) is not None
+
+
 def fence(conn: sa.Connection, job: Job, **values: object) -> None:
     """Touch a job the caller's attempt holds; `LeaseLostError` if it no longer does."""
     if _set_held(conn, job, values) == 0:
@@ -325,6 +364,12 @@ def _set_held(conn: sa.Connection, job: Job, values: Mapping[str, object]) -> in
 
 # Statements of every job's claim and settling, built once (see `kennel.storage`).
 _INSERT = Prebuilt(jobs.insert())
+_INSERT_CLAIMED = Prebuilt(jobs.insert().returning(jobs.c.id))
+_HOLDING = Prebuilt(
+    sa.select(jobs.c.id)
+    .where(jobs.c.lock_key == sa.bindparam("lock_key"), one_of(jobs.c.status, (QUEUED, RUNNING)))
+    .limit(1)
+)
 _TAKE = Prebuilt(
     jobs.update()
     .where(jobs.c.id == sa.bindparam("job_id"))

@@ -185,7 +185,7 @@ class ScheduleStore:
         )
         task_key = None
         if run.skip_reason is None:
-            task, _, _ = submit_turn(self._db, conn, firing.submission, now, _refuse_existing)
+            task = submit_turn(self._db, conn, firing.submission, now, _refuse_existing).task
             task_key = task.key
             run = replace(run, task_id=task.id, task_status=task.status)
         elif manual:

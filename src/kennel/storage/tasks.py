@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from kennel.models import (
     AttachedFile,
     Budget,
+    StoredTurn,
     Submission,
     SubmissionContext,
     Task,
@@ -28,7 +29,7 @@ from kennel.models import (
 from kennel.models.jobs import TURN_JOB
 from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
-from kennel.storage.jobs import enqueue
+from kennel.storage.jobs import enqueue, holds_back, insert_claimed
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
 from kennel.storage.statements import Prebuilt
@@ -76,15 +77,15 @@ class TaskStore:
 
     async def submit(
         self, submission: Submission, now: datetime, accept_existing: Callable[[Task], None]
-    ) -> tuple[Task, Turn, int]:
-        """Store a turn and its queued job, creating the task (and worker) when new.
+    ) -> StoredTurn:
+        """Store a turn and its job, creating the task (and worker) when new.
 
         `accept_existing` runs inside the transaction on an already stored task and raises to
-        refuse the turn. Returns the task, the turn and the task's event sequence number at
-        submission: every event of the new turn comes after it.
+        refuse the turn. The job is queued, or stored claimed by the submission's claimant
+        when no earlier turn of the task holds it back (the claimant then starts it).
         """
 
-        def work(conn: sa.Connection) -> tuple[Task, Turn, int]:
+        def work(conn: sa.Connection) -> StoredTurn:
             return submit_turn(self._db, conn, submission, now, accept_existing)
 
         try:
@@ -199,9 +200,10 @@ def submit_turn(
     submission: Submission,
     now: datetime,
     accept_existing: Callable[[Task], None],
-) -> tuple[Task, Turn, int]:
-    """Store a turn and its queued job inside `conn`'s transaction (see `TaskStore.submit`)."""
-    # Lock the task row: concurrent follow-ups must take consecutive turn numbers.
+) -> StoredTurn:
+    """Store a turn and its job inside `conn`'s transaction (see `TaskStore.submit`)."""
+    # Lock the task row: concurrent follow-ups must take consecutive turn numbers, and the
+    # check that no earlier turn holds this one back sees every earlier submission.
     task = _find_task(conn, submission.organization_id, submission.task_id, dialect=db.dialect)
     if task is None:
         if submission.create_worker:
@@ -209,25 +211,31 @@ def submit_turn(
         task = _insert_task(conn, submission, now)
     else:
         accept_existing(task)
+    lock_key = f"task:{task.key}"
+    claimant = submission.claimant
+    if claimant is not None and task.totals.turn_count and holds_back(conn, lock_key):
+        claimant = None  # an earlier turn of the task is queued or running: this one waits
+    started = claimant is not None
+    status = TaskStatus.RUNNING if started else TaskStatus.PENDING
     turn = Turn(
         id=submission.turn_id,
         task_key=task.key,
         seq=task.totals.turn_count,
         input=submission.input,
         budget=submission.budget,
-        status=TaskStatus.PENDING,
+        status=status,
         output_text="",
         structured_output=None,
         usage=Usage(),
         duration_ms=0,
         created_at=now,
-        started_at=None,
+        started_at=now if started else None,
         completed_at=None,
         error=None,
         incomplete_reason=None,
         first_event_seq=None,
         ui_message=None,
-        attempts=0,
+        attempts=1 if started else 0,
         live=submission.live,
         attachments=tuple(
             AttachedFile(file.path, file.media_type, file.size) for file in submission.files
@@ -245,23 +253,34 @@ def submit_turn(
             "live": turn.live,
             "attachments": _attachments_json(turn.attachments),
             "created_at": now,
+            "started_at": turn.started_at,
+            "attempts": turn.attempts,
         },
     )
-    status = TaskStatus.RUNNING if task.status is TaskStatus.RUNNING else TaskStatus.PENDING
+    if task.status is TaskStatus.RUNNING:
+        status = TaskStatus.RUNNING
     event_seq = _COUNT_TURN.scalar_one(conn, {"task_key": task.key, "status": status.value})
-    enqueue(
-        conn,
-        TURN_JOB,
-        turn.id,
-        now,
-        max_attempts=submission.max_attempts,
-        lock_key=f"task:{task.key}",
-    )
+    job = None
+    if claimant is not None:
+        job = insert_claimed(
+            conn,
+            TURN_JOB,
+            turn.id,
+            now,
+            claimant,
+            max_attempts=submission.max_attempts,
+            lock_key=lock_key,
+        )
+    else:
+        enqueue(
+            conn, TURN_JOB, turn.id, now, max_attempts=submission.max_attempts, lock_key=lock_key
+        )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
     if submission.email is not None:
         record_inbound(conn, task.worker_id, task.key, turn.id, submission.email, now)
-    db.publish(conn, JOBS_TOPIC, task_topic(task.key))
-    return task, turn, int(event_seq)
+    # A turn its claimant starts needs no runner woken; followers of the task, always.
+    db.publish(conn, *(() if started else (JOBS_TOPIC,)), task_topic(task.key))
+    return StoredTurn(task, turn, int(event_seq), job)
 
 
 def _turns_of(conn: sa.Connection, task_key: int) -> list[Turn]:
