@@ -14,10 +14,10 @@ from kennel.models import TaskStatus, TurnOutcome
 from kennel.models.jobs import DeliveryAttempts
 from kennel.storage.billing import debit
 from kennel.storage.files import forget_files, record_task_files
-from kennel.storage.mail import queue_reply
+from kennel.storage.mail import INBOUND, queue_reply
 from kennel.storage.sources import record_task_sources
 from kennel.storage.statements import Prebuilt, new_values, one_of, setting
-from kennel.storage.tables import EpochMillis, tasks, turn_steps, turns
+from kennel.storage.tables import EpochMillis, email_messages, tasks, turn_steps, turns, webhooks
 from kennel.storage.webhooks import queue_delivery
 
 UNFINISHED = (TaskStatus.PENDING.value, TaskStatus.RUNNING.value)
@@ -41,6 +41,9 @@ _START_TASK = Prebuilt(
     )
     .values(status=TaskStatus.RUNNING.value)
 )
+_later = turns.alias("later")
+_this = turns.alias("this")
+_owner = tasks.alias("owner")
 _OUTCOME = Prebuilt(
     turns.update()
     .where(turns.c.id == sa.bindparam("turn_id"))
@@ -64,15 +67,26 @@ _OUTCOME = Prebuilt(
             )
         )
     )
-    .returning(turns.c.seq)
-)
-_LATER_PENDING = Prebuilt(
-    sa.select(sa.func.count())
-    .select_from(turns)
-    .where(
-        turns.c.task_key == sa.bindparam("task_key"),
-        turns.c.seq > sa.bindparam("seq"),
-        one_of(turns.c.status, UNFINISHED),
+    .returning(
+        turns.c.seq,
+        # Read by the same round trip (a dozen statements end a turn; on PostgreSQL each is
+        # one): how many later turns of the task wait for this one, and whether a mail asked
+        # for it. SQLAlchemy writes SQLite's RETURNING columns without their tables, subqueries
+        # included, so these name no column of the updated row: the same values come as
+        # parameters, and each unqualified name belongs to its own subquery's table.
+        sa.select(sa.func.count())
+        .select_from(_later)
+        .where(
+            # Not `task_key`: an UPDATE takes a parameter named after a column as its new value.
+            _later.c.task_key == sa.bindparam("of_task", type_=sa.BigInteger),
+            _later.c.seq > sa.select(_this.c.seq).where(_this.c.id == _TURN_ID).scalar_subquery(),
+            one_of(_later.c.status, UNFINISHED),
+        )
+        .scalar_subquery()
+        .label("later_pending"),
+        sa.exists()
+        .where(email_messages.c.turn_id == _TURN_ID, email_messages.c.direction == INBOUND)
+        .label("asked_by_mail"),
     )
 )
 _FORGET_STEPS = Prebuilt(turn_steps.delete().where(turn_steps.c.turn_id == sa.bindparam("turn_id")))
@@ -96,7 +110,20 @@ def _task_totals(ended: bool, titled: bool) -> Prebuilt:
         tasks.update()
         .where(tasks.c.key == sa.bindparam("task_key"))
         .values(values)
-        .returning(tasks.c.organization_id, tasks.c.worker_id)
+        .returning(
+            tasks.c.organization_id,
+            tasks.c.worker_id,
+            # Without a column of the updated row (see `_OUTCOME`).
+            sa.exists()
+            .where(
+                webhooks.c.worker_id.in_(
+                    sa.select(_owner.c.worker_id).where(
+                        _owner.c.key == sa.bindparam("task_key", type_=sa.BigInteger)
+                    )
+                )
+            )
+            .label("has_webhook"),
+        )
     )
 
 
@@ -148,10 +175,11 @@ def record_outcome(
         "ui_message": outcome.ui_message,
         "completed_at": now,
     }
-    seq = _OUTCOME.scalar_one(conn, {"turn_id": turn_id, **new_values(ended)})
-    later_pending = _LATER_PENDING.scalar_one(conn, {"task_key": task_key, "seq": seq})
+    _, later_pending, asked_by_mail = _OUTCOME.one(
+        conn, {"turn_id": turn_id, "of_task": task_key, **new_values(ended)}
+    )
     status = TaskStatus.PENDING if later_pending else outcome.status
-    organization_id, worker_id = _task_totals(not later_pending, bool(title)).one(
+    organization_id, worker_id, has_webhook = _task_totals(not later_pending, bool(title)).one(
         conn,
         {
             "task_key": task_key,
@@ -162,9 +190,12 @@ def record_outcome(
     )
     record_work(conn, task_key, turn_id, worker_id, outcome, now)
     debit(conn, organization_id, usage.credits)
-    replying = queue_reply(conn, turn_id, [file.path for file in outcome.files], now, attempts.mail)
+    files = [file.path for file in outcome.files]
+    replying = bool(asked_by_mail) and queue_reply(conn, turn_id, files, now, attempts.mail)
     if later_pending:
         return True
+    if not has_webhook:
+        return replying
     delivering = queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
     return replying or delivering
 
