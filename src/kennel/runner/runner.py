@@ -97,10 +97,8 @@ class Runner:
         not started: `_release` hands it back to the queue with the others, or (past that)
         the next start of a runner recovers it."""
         self._reserved -= 1
-        if self._group is None:
-            self._slot_freed.set()
-            return
-        self._launch(self._group, job)
+        if self._group is not None:
+            self._launch(self._group, job)
 
     def release(self) -> None:
         """Give back a slot `reserve` held, which took no job."""

@@ -233,54 +233,38 @@ def enqueue(
     *,
     max_attempts: int,
     lock_key: str | None = None,
-) -> None:
+    claimant: Claimant | None = None,
+) -> Job | None:
     """Queue a job in the caller's transaction (with the rows it works on); the caller
-    publishes `JOBS_TOPIC` so that a runner wakes up."""
-    _INSERT.run(
-        conn,
-        {
-            "kind": kind,
-            "ref": ref,
-            "lock_key": lock_key,
-            "status": QUEUED,
-            "run_after": now,
-            "max_attempts": max_attempts,
-            "created_at": now,
-        },
-    )
+    publishes `JOBS_TOPIC` so that a runner wakes up.
 
-
-def insert_claimed(
-    conn: sa.Connection,
-    kind: str,
-    ref: str,
-    now: datetime,
-    claimant: Claimant,
-    *,
-    max_attempts: int,
-    lock_key: str | None = None,
-) -> Job:
-    """Store a job in the caller's transaction already claimed by `claimant`, as a claim
-    would leave it (its first attempt, leased); the claimant starts it once that commits.
-    The caller makes sure no earlier job of `lock_key` holds it back (`holds_back`)."""
+    With a `claimant`, the job is stored claimed by it instead, as a claim would leave it (its
+    first attempt, leased), and returned: the claimant starts it once the transaction commits,
+    and no runner needs waking. The caller makes sure no earlier job of `lock_key` holds it
+    back (`holds_back`).
+    """
+    values = {
+        "kind": kind,
+        "ref": ref,
+        "lock_key": lock_key,
+        "status": QUEUED,
+        "run_after": now,
+        "max_attempts": max_attempts,
+        "created_at": now,
+    }
+    if claimant is None:
+        _INSERT.run(conn, values)
+        return None
     token = secrets.token_hex(16)
-    job_id = _INSERT_CLAIMED.scalar_one(
-        conn,
-        {
-            "kind": kind,
-            "ref": ref,
-            "lock_key": lock_key,
-            "status": RUNNING,
-            "run_after": now,
-            "attempts": 1,
-            "max_attempts": max_attempts,
-            "lease_owner": claimant.owner,
-            "lease_token": token,
-            "lease_expires_at": now + claimant.lease,
-            "claimed_at": now,
-            "created_at": now,
-        },
-    )
+    claimed = {
+        "status": RUNNING,
+        "attempts": 1,
+        "lease_owner": claimant.owner,
+        "lease_token": token,
+        "lease_expires_at": now + claimant.lease,
+        "claimed_at": now,
+    }
+    job_id = _INSERT_CLAIMED.scalar_one(conn, {**values, **claimed})
     return Job(int(job_id), kind, ref, token, attempts=1, max_attempts=max_attempts)
 
 

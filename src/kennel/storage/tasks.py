@@ -29,7 +29,7 @@ from kennel.models import (
 from kennel.models.jobs import TURN_JOB
 from kennel.storage.database import Database, Dialect
 from kennel.storage.files import record_task_files, task_files_of
-from kennel.storage.jobs import enqueue, holds_back, insert_claimed
+from kennel.storage.jobs import enqueue, holds_back
 from kennel.storage.mail import record_inbound
 from kennel.storage.sources import task_sources_of
 from kennel.storage.statements import Prebuilt
@@ -216,14 +216,13 @@ def submit_turn(
     if claimant is not None and task.totals.turn_count and holds_back(conn, lock_key):
         claimant = None  # an earlier turn of the task is queued or running: this one waits
     started = claimant is not None
-    status = TaskStatus.RUNNING if started else TaskStatus.PENDING
     turn = Turn(
         id=submission.turn_id,
         task_key=task.key,
         seq=task.totals.turn_count,
         input=submission.input,
         budget=submission.budget,
-        status=status,
+        status=TaskStatus.RUNNING if started else TaskStatus.PENDING,
         output_text="",
         structured_output=None,
         usage=Usage(),
@@ -257,24 +256,18 @@ def submit_turn(
             "attempts": turn.attempts,
         },
     )
-    if task.status is TaskStatus.RUNNING:
-        status = TaskStatus.RUNNING
+    running = started or task.status is TaskStatus.RUNNING
+    status = TaskStatus.RUNNING if running else TaskStatus.PENDING
     event_seq = _COUNT_TURN.scalar_one(conn, {"task_key": task.key, "status": status.value})
-    job = None
-    if claimant is not None:
-        job = insert_claimed(
-            conn,
-            TURN_JOB,
-            turn.id,
-            now,
-            claimant,
-            max_attempts=submission.max_attempts,
-            lock_key=lock_key,
-        )
-    else:
-        enqueue(
-            conn, TURN_JOB, turn.id, now, max_attempts=submission.max_attempts, lock_key=lock_key
-        )
+    job = enqueue(
+        conn,
+        TURN_JOB,
+        turn.id,
+        now,
+        max_attempts=submission.max_attempts,
+        lock_key=lock_key,
+        claimant=claimant,
+    )
     record_task_files(conn, task.worker_id, task.key, submission.files, now)
     if submission.email is not None:
         record_inbound(conn, task.worker_id, task.key, turn.id, submission.email, now)

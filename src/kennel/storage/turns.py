@@ -68,8 +68,7 @@ _OUTCOME = Prebuilt(
         )
     )
     .returning(
-        turns.c.seq,
-        # Read by the same round trip (a dozen statements end a turn; on PostgreSQL each is
+        # Read by the same round trip (about nine statements end a turn; on PostgreSQL each is
         # one): how many later turns of the task wait for this one, and whether a mail asked
         # for it. SQLAlchemy writes SQLite's RETURNING columns without their tables, subqueries
         # included, so these name no column of the updated row: the same values come as
@@ -175,7 +174,7 @@ def record_outcome(
         "ui_message": outcome.ui_message,
         "completed_at": now,
     }
-    _, later_pending, asked_by_mail = _OUTCOME.one(
+    later_pending, asked_by_mail = _OUTCOME.one(
         conn, {"turn_id": turn_id, "of_task": task_key, **new_values(ended)}
     )
     status = TaskStatus.PENDING if later_pending else outcome.status
@@ -194,9 +193,9 @@ def record_outcome(
     replying = bool(asked_by_mail) and queue_reply(conn, turn_id, files, now, attempts.mail)
     if later_pending:
         return True
-    if not has_webhook:
-        return replying
-    delivering = queue_delivery(conn, task_key, turn_id, outcome.status, now, attempts.webhook)
+    delivering = bool(has_webhook) and queue_delivery(
+        conn, task_key, turn_id, outcome.status, now, attempts.webhook
+    )
     return replying or delivering
 
 
