@@ -182,6 +182,38 @@ def test_serve_loads_the_libraries_of_output_schemas_cron_and_mail_only_when_use
     ]
 
 
+def test_serve_on_sqlite_leaves_postgresql_and_the_orm_out(tmp_path: Path) -> None:
+    """A server on SQLite writes JSON columns and upserts without SQLAlchemy's PostgreSQL
+    dialect, its asyncio layer or its ORM (about 10 MiB it would never use)."""
+    script = (
+        "import asyncio, sys\n"
+        "import sqlalchemy as sa\n"
+        "import kennel.app\n"
+        "from kennel.storage.database import Database\n"
+        "from kennel.storage.statements import upsert\n"
+        "from kennel.storage.tables import JSON\n"
+        "table = sa.Table('t', sa.MetaData(), sa.Column('id', sa.Integer, primary_key=True),\n"
+        "                 sa.Column('value', JSON))\n"
+        "def work(conn):\n"
+        "    table.create(conn)\n"
+        "    for value in ({'a': [1]}, {'b': None}):\n"
+        "        insert = upsert(conn, table).values(id=1, value=value)\n"
+        "        conn.execute(insert.on_conflict_do_update(\n"
+        "            index_elements=['id'], set_={'value': insert.excluded.value}))\n"
+        "    conn.execute(table.insert().values(id=2, value=None))\n"
+        "    return conn.execute(sa.select(table.c.value, table.c.value.is_(None))\n"
+        "                        .order_by(table.c.id)).all()\n"
+        "async def main():\n"
+        f"    database = Database('sqlite:///{tmp_path}/kennel.db')\n"
+        "    print(await database.write(work))\n"
+        "    await database.close()\n"
+        "asyncio.run(main())\n"
+        "heavy = ('sqlalchemy.dialects.postgresql', 'sqlalchemy.ext.asyncio', 'sqlalchemy.orm')\n"
+        "print([name for name in heavy if name in sys.modules])\n"
+    )
+    assert python_lines(script) == ["[({'b': None}, False), (None, True)]", "[]"]
+
+
 def test_serve_freezes_what_it_has_built_and_collects_young_objects_less_often(
     tmp_path: Path,
 ) -> None:

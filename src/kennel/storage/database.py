@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from kennel import jsonvalues
 from kennel.errors import DatabaseInUseError
@@ -100,6 +99,10 @@ class Database:
             self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="kennel-db-reader")
             self._threads = [self._write_thread, self._read_threads]
         else:
+            # Imported here: SQLAlchemy's asyncio layer brings its ORM (about 7 MB) into a
+            # process, which a server on SQLite never uses.
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self._engine = create_async_engine(
                 url,
                 pool_size=pool_size,

@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from kennel.models import WorkspaceFile
 from kennel.storage.database import Database
-from kennel.storage.statements import Prebuilt
+from kennel.storage.statements import Prebuilt, upsert
 from kennel.storage.tables import task_files, workspace_files
 
 
@@ -129,8 +128,7 @@ def _upsert(
     keys: Iterable[str],
     updates: Iterable[str],
 ) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values(rows)
+    statement = upsert(conn, table).values(rows)
     columns = list(updates)
     if columns:
         statement = statement.on_conflict_do_update(

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from kennel.models import Source
-from kennel.storage.statements import Prebuilt
+from kennel.storage.statements import Prebuilt, upsert
 from kennel.storage.tables import task_sources
 
 MAX_TITLE_LENGTH = 500
@@ -27,8 +26,7 @@ def record_task_sources(
         .select_from(task_sources)
         .where(task_sources.c.task_key == task_key)
     ).scalar_one()
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(task_sources).values(
+    statement = upsert(conn, task_sources).values(
         [
             {
                 "task_key": task_key,

@@ -21,6 +21,7 @@ names for the values it would take from `.values()`), so the value set on column
 
 from __future__ import annotations
 
+import importlib
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
@@ -230,3 +231,11 @@ def setting(columns: Iterable[str]) -> dict[str, sa.BindParameter[object]]:
 def new_values(values: Mapping[str, object]) -> dict[str, object]:
     """The parameters of `setting(values)`: each value under its column's `new_` name."""
     return {f"new_{column}": value for column, value in values.items()}
+
+
+def upsert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT into `table` that can say what to do ON CONFLICT, in `conn`'s dialect (SQLite
+    and PostgreSQL each spell their own). The dialect's module is imported when first used, so
+    a server on SQLite never loads PostgreSQL's."""
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}")
+    return dialect.insert(table)

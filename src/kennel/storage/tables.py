@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.type_api import TypeEngine
 
 
 class EpochMillis(sa.TypeDecorator[datetime]):
@@ -40,7 +41,24 @@ class StoredText(sa.TypeDecorator[str]):
         return value
 
 
-JSON = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+class JSONValue(sa.TypeDecorator[Any]):
+    """JSON, stored as JSONB on PostgreSQL; `None` is SQL NULL, not JSON `null`.
+
+    PostgreSQL's type module comes in only when a PostgreSQL database is used: SQLAlchemy's
+    PostgreSQL dialect is about 3 MB a server on SQLite never needs."""
+
+    impl = sa.JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(self.impl_instance)
+
+
+JSON = JSONValue()
 
 metadata = sa.MetaData(
     naming_convention={
