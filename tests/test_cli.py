@@ -182,9 +182,10 @@ def test_serve_loads_the_libraries_of_output_schemas_cron_and_mail_only_when_use
     ]
 
 
-def test_serve_on_sqlite_leaves_postgresql_and_the_orm_out(tmp_path: Path) -> None:
+def test_serve_on_sqlite_leaves_out_libraries_it_never_uses(tmp_path: Path) -> None:
     """A server on SQLite writes JSON columns and upserts without SQLAlchemy's PostgreSQL
-    dialect, its asyncio layer or its ORM (about 10 MiB it would never use)."""
+    dialect, its asyncio layer or its ORM (about 9 MiB), and writes AI SDK chunks without
+    pydantic-ai's UI adapters (about 3 MiB)."""
     script = (
         "import asyncio, sys\n"
         "import sqlalchemy as sa\n"
@@ -208,7 +209,8 @@ def test_serve_on_sqlite_leaves_postgresql_and_the_orm_out(tmp_path: Path) -> No
         "    print(await database.write(work))\n"
         "    await database.close()\n"
         "asyncio.run(main())\n"
-        "heavy = ('sqlalchemy.dialects.postgresql', 'sqlalchemy.ext.asyncio', 'sqlalchemy.orm')\n"
+        "heavy = ('sqlalchemy.dialects.postgresql', 'sqlalchemy.ext.asyncio', 'sqlalchemy.orm',\n"
+        "         'pydantic_ai.ui')\n"
         "print([name for name in heavy if name in sys.modules])\n"
     )
     assert python_lines(script) == ["[({'b': None}, False), (None, True)]", "[]"]

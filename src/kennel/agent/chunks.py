@@ -23,7 +23,7 @@ from pydantic_ai.messages import (
 )
 
 from kennel.agent.messages import UIMessageBuilder
-from kennel.agent.stream import Chunk, to_chunk, without_proto
+from kennel.agent.stream import Chunk, without_proto
 
 _KINDS = {TextPart: "text", ThinkingPart: "reasoning"}
 INTERRUPTED_CALL = "interrupted: the server stopped before this call finished"
@@ -168,11 +168,9 @@ class ChunkWriter:
             }
         )
 
-    def beside(self, library_chunk: Any) -> None:
+    def beside(self, chunk: Chunk) -> None:
         """A chunk a tool asked for beside its output (a `source-url`, a `file`)."""
-        chunk = to_chunk(library_chunk) if not isinstance(library_chunk, dict) else library_chunk
-        if chunk is not None:
-            self._emit(chunk)
+        self._emit(chunk)
 
     def message(self) -> dict[str, Any]:
         """The assistant's `UIMessage` so far."""

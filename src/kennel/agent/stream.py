@@ -7,43 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic_ai.ui.vercel_ai.response_types import BaseChunk, DoneChunk, MessageMetadataChunk
-
 from kennel import jsonvalues
 from kennel.models import CANCELLED
 
 Chunk = dict[str, Any]
-
-_PROVIDER_EXECUTED = frozenset(
-    {
-        "tool-input-start",
-        "tool-input-available",
-        "tool-input-error",
-        "tool-output-available",
-        "tool-output-error",
-    }
-)
-_REQUIRED_UNKNOWN = {
-    "tool-input-available": "input",
-    "tool-input-error": "input",
-    "tool-output-available": "output",
-}
-
-
-def to_chunk(chunk: BaseChunk) -> Chunk | None:
-    """The wire dict of a library chunk, or None for chunks Kennel does not forward."""
-    if isinstance(chunk, DoneChunk | MessageMetadataChunk):
-        return None
-    data: Chunk = chunk.model_dump(mode="json", by_alias=True, exclude_none=True)
-    kind = data["type"]
-    if kind in _PROVIDER_EXECUTED:
-        data["providerExecuted"] = True
-    required = _REQUIRED_UNKNOWN.get(kind)
-    if required is not None:
-        data[required] = without_proto(data.get(required))
-    elif kind.startswith("data-"):
-        data["data"] = without_proto(data.get("data"))
-    return data
 
 
 def without_proto(value: Any) -> Any:

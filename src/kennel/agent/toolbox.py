@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from pydantic_ai.ui.vercel_ai.response_types import FileChunk, SourceUrlChunk
-
+from kennel.agent.stream import Chunk
 from kennel.agent.tools.sandbox import SandboxResult
 from kennel.agent.tools.web import FetchedPage, SearchResult
 from kennel.models import BudgetCaps, JSONObject, Source, Usage, WorkspaceFile
@@ -113,13 +112,16 @@ class Toolbox:
         }
         self.deleted = set(state["deleted"])
 
-    def add_source(self, url: str, title: str | None) -> list[SourceUrlChunk]:
+    def add_source(self, url: str, title: str | None) -> list[Chunk]:
         """Record a fetched page; the chunk to stream, unless the turn already cited it."""
         if url in self.sources:
             return []
         source = Source(source_id(url), url, title or None)
         self.sources[url] = source
-        return [SourceUrlChunk(source_id=source.id, url=url, title=source.title)]
+        chunk: Chunk = {"type": "source-url", "sourceId": source.id, "url": url}
+        if source.title is not None:
+            chunk["title"] = source.title
+        return [chunk]
 
     def add_search_results(self, results: Iterable[tuple[str, str]]) -> None:
         """Remember what a search found, as (url, title) pairs."""
@@ -132,14 +134,14 @@ class Toolbox:
             if url not in self.sources and url in answer:
                 self.sources[url] = Source(source_id(url), url, title or None)
 
-    def add_file(self, file: WorkspaceFile) -> list[FileChunk]:
+    def add_file(self, file: WorkspaceFile) -> list[Chunk]:
         """Record a file the turn created or changed; the chunk to stream the first time."""
         first = file.path not in self.changed
         self.changed[file.path] = file
         self.deleted.discard(file.path)
         if not first:
             return []
-        return [FileChunk(url=self.file_url(file.path), media_type=file.media_type)]
+        return [{"type": "file", "url": self.file_url(file.path), "mediaType": file.media_type}]
 
     def remove_file(self, path: str) -> None:
         path = str(PurePosixPath(path))

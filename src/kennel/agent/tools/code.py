@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic_ai import RunContext, ToolReturn
 from pydantic_ai.exceptions import ToolFailed
-from pydantic_ai.ui.vercel_ai.response_types import FileChunk
 
+from kennel.agent.stream import Chunk
 from kennel.agent.toolbox import Toolbox
 
 
@@ -30,7 +30,7 @@ async def run_python(ctx: RunContext[Toolbox], code: str) -> ToolReturn:
     before = await box.folder.fingerprints()
     result = await box.sandbox.run_python(code, box.folder.root)
     after = await box.folder.fingerprints()
-    chunks: list[FileChunk] = []
+    chunks: list[Chunk] = []
     changed = sorted(path for path, mark in after.items() if before.get(path) != mark)
     for path in changed:
         file = await box.folder.stat(path)
