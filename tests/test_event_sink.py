@@ -54,6 +54,45 @@ async def test_a_chunk_after_a_quiet_spell_is_written_at_once() -> None:
     await asyncio.wait_for(flusher, 1)
 
 
+async def test_the_answers_first_chunk_is_written_at_once_inside_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quick model's first token reaches readers at once, not when the batching window or
+    the run ends; the stream's preamble alone waits, and so does what follows the token."""
+    monkeypatch.setattr(turns, "FLUSH_SECONDS", 60.0)
+    appended: list[list[str]] = []
+
+    async def append(bodies: list[str]) -> None:
+        appended.append(bodies)
+
+    sink = EventSink(append)
+    flusher = asyncio.create_task(sink.run())
+    sink.emit({"type": "start"})
+    sink.emit({"type": "start-step"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert appended == []
+    sink.emit({"type": "text-start", "id": "t"})
+    sink.emit({"type": "text-delta", "id": "t", "delta": "a"})
+    async with asyncio.timeout(1):
+        while not appended:
+            await asyncio.sleep(0)
+    assert appended == [
+        [
+            '{"type":"start"}',
+            '{"type":"start-step"}',
+            '{"type":"text-start","id":"t"}',
+            '{"type":"text-delta","id":"t","delta":"a"}',
+        ]
+    ]
+    sink.emit({"type": "text-delta", "id": "t", "delta": "b"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(appended) == 1
+    assert sink.close() == ['{"type":"text-delta","id":"t","delta":"b"}']
+    await asyncio.wait_for(flusher, 1)
+
+
 @pytest.mark.parametrize("delay_steps", range(40))
 async def test_closing_at_any_moment_stops_the_flusher(
     monkeypatch: pytest.MonkeyPatch, delay_steps: int

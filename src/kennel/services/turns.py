@@ -4,6 +4,7 @@ of turns whose runner died."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -46,6 +47,8 @@ from kennel.storage import Store, Subscription, cancel_topic, task_topic
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
+_PREAMBLE = frozenset({"start", "start-step"})
+"""Chunks a turn's stream opens with before the model has said anything."""
 RETRY_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 """A run that raised is tried again after 5 s, then 4 times longer each time up to 5 min."""
@@ -64,9 +67,11 @@ class EventSink:
     nobody watches writes everything in its final transaction, so a turn costs one write.
     Writes are at least `FLUSH_SECONDS` apart, counted from the run's start: a chunk that
     comes after a quiet spell (the model's first token, after it thought) is written at once,
-    and the chunks that follow it close behind wait for the next write. A run that ends within
-    `FLUSH_SECONDS` writes its chunks once, with its end. A lost lease surfaces here as
-    `LeaseLostError`.
+    and the chunks that follow it close behind wait for the next write. The answer's first
+    chunk (after the stream's preamble) is written at once whenever it comes, so a reader sees
+    the first token of a quick model without waiting for the window or for the run's end. A
+    run that ends within `FLUSH_SECONDS` of its answer's start writes the rest with its end. A
+    lost lease surfaces here as `LeaseLostError`.
     """
 
     def __init__(
@@ -79,14 +84,20 @@ class EventSink:
         self._buffer: list[str] = []
         self._dirty = Flag()
         self._closing = Flag()
+        self._hurry = Flag()
+        """Set by the answer's first chunk and by `close()`: the batching window ends early."""
         # One write of the log at a time, so batches land in the order they were told.
         self._writing = asyncio.Lock()
         self.emitted = 0
+        self._answered = False
         self._written_at = asyncio.get_running_loop().time()
 
     def emit(self, chunk: dict[str, Any]) -> None:
         self._buffer.append(encode_chunk(chunk))
         self.emitted += 1
+        if not self._answered and chunk["type"] not in _PREAMBLE:
+            self._answered = True
+            self._hurry.set()
         self._dirty.set()
 
     async def run(self) -> None:
@@ -97,13 +108,13 @@ class EventSink:
             await self._dirty.wait()
             wait = self._written_at + FLUSH_SECONDS - loop.time()
             if wait > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._closing.wait()
+                        await self._hurry.wait()
+                if self._closing.is_set():
                     return
-                except TimeoutError:
-                    pass
             self._dirty.clear()
+            self._hurry.clear()
             if self._buffer and self._is_watched():
                 async with self._writing:
                     batch, self._buffer = self._buffer, []
@@ -121,6 +132,7 @@ class EventSink:
         """Stop flushing; returns what is left for the final transaction."""
         self._closing.set()
         self._dirty.set()
+        self._hurry.set()
         rest, self._buffer = self._buffer, []
         return rest
 
