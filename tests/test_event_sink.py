@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -10,13 +11,20 @@ from kennel.services import turns
 from kennel.services.turns import EventSink
 
 
-async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() -> None:
+def _recording_sink(
+    is_watched: Callable[[], bool] = lambda: True,
+) -> tuple[EventSink, list[list[str]]]:
+    """A sink whose writes are recorded, batch by batch."""
     appended: list[list[str]] = []
 
     async def append(bodies: list[str]) -> None:
         appended.append(bodies)
 
-    sink = EventSink(append)
+    return EventSink(append, is_watched), appended
+
+
+async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() -> None:
+    sink, appended = _recording_sink()
     flusher = asyncio.create_task(sink.run())
     sink.emit({"type": "start"})
     sink.emit({"type": "start-step"})
@@ -31,12 +39,7 @@ async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() 
 async def test_a_chunk_after_a_quiet_spell_is_written_at_once() -> None:
     """The model's first token, after it thought for a while, reaches readers without waiting
     for a batch to fill; what follows close behind waits for the next write."""
-    appended: list[list[str]] = []
-
-    async def append(bodies: list[str]) -> None:
-        appended.append(bodies)
-
-    sink = EventSink(append)
+    sink, appended = _recording_sink()
     flusher = asyncio.create_task(sink.run())
     sink.emit({"type": "start"})
     await asyncio.sleep(turns.FLUSH_SECONDS * 3)
@@ -60,12 +63,7 @@ async def test_the_answers_first_chunk_is_written_at_once_inside_the_window(
     """A quick model's first token reaches readers at once, not when the batching window or
     the run ends; the stream's preamble alone waits, and so does what follows the token."""
     monkeypatch.setattr(turns, "FLUSH_SECONDS", 60.0)
-    appended: list[list[str]] = []
-
-    async def append(bodies: list[str]) -> None:
-        appended.append(bodies)
-
-    sink = EventSink(append)
+    sink, appended = _recording_sink()
     flusher = asyncio.create_task(sink.run())
     sink.emit({"type": "start"})
     sink.emit({"type": "start-step"})
@@ -112,13 +110,8 @@ async def test_closing_at_any_moment_stops_the_flusher(
 
 
 async def test_a_run_nobody_watches_keeps_everything_for_its_final_write() -> None:
-    appended: list[list[str]] = []
     watched = False
-
-    async def append(bodies: list[str]) -> None:
-        appended.append(bodies)
-
-    sink = EventSink(append, lambda: watched)
+    sink, appended = _recording_sink(lambda: watched)
     flusher = asyncio.create_task(sink.run())
     sink.emit({"type": "start"})
     await asyncio.sleep(turns.FLUSH_SECONDS * 3)
