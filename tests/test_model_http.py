@@ -172,3 +172,27 @@ async def test_the_catalog_closes_its_model_connections(llm: FakeLLM) -> None:
     finally:
         await catalog.aclose()
     assert _connections_to(port) == 0
+
+
+async def test_requests_that_come_together_share_one_model(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of first requests builds the model, and its connection pool, once."""
+    settings = Settings(
+        model="openai-chat:fake-model", openai_base_url=llm.base_url, openai_api_key="k"
+    )
+    catalog = ModelCatalog(settings)
+    made: list[str] = []
+    make = catalog._make
+
+    def counted(name: str) -> object:
+        made.append(name)
+        return make(name)
+
+    monkeypatch.setattr(catalog, "_make", counted)
+    try:
+        models = await asyncio.gather(*(catalog.get("openai-chat:fake-model") for _ in range(20)))
+    finally:
+        await catalog.aclose()
+    assert made == ["openai-chat:fake-model"]
+    assert all(model is models[0] for model in models)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from contextlib import AsyncExitStack
@@ -52,6 +53,9 @@ class ModelCatalog:
         self._settings = settings
         self._models: dict[str, Model] = {}
         self._exits = AsyncExitStack()
+        # Entering a model's client may wait; requests that come meanwhile wait for the same
+        # model instead of each building its own (a burst of 500 built 500 connection pools).
+        self._building = asyncio.Lock()
 
     def name_for(self, worker_model: str | None) -> str:
         """The model a worker runs on: its own `model`, else `KENNEL_MODEL`."""
@@ -66,9 +70,13 @@ class ModelCatalog:
 
     async def get(self, name: str) -> Model:
         model = self._models.get(name)
-        if model is None:
-            model = await self._exits.enter_async_context(self._build(name))
-            self._models[name] = model
+        if model is not None:
+            return model
+        async with self._building:
+            model = self._models.get(name)
+            if model is None:
+                model = await self._exits.enter_async_context(self._build(name))
+                self._models[name] = model
         return model
 
     async def check(self, worker_model: str | None) -> str:
