@@ -85,13 +85,13 @@ class AuthStore:
     async def principal_for(self, key_hash: str) -> Principal | None:
         """The caller behind a key hash, or None for an unknown or revoked key."""
         params = {"key_hash": key_hash}
-        row = await self._db.read(lambda conn: _ACTIVE_KEY_BY_HASH.first(conn, params))
+        row = await self._db.glance(lambda conn: _ACTIVE_KEY_BY_HASH.first(conn, params))
         return None if row is None else Principal(row.organization_id, row.user_id, row.id)
 
     async def principal_for_key(self, key_id: str) -> Principal | None:
         """The caller behind a key id (a dashboard session), or None once it is revoked."""
         params = {"key_id": key_id}
-        row = await self._db.read(lambda conn: _ACTIVE_KEY_BY_ID.first(conn, params))
+        row = await self._db.glance(lambda conn: _ACTIVE_KEY_BY_ID.first(conn, params))
         return None if row is None else Principal(row.organization_id, row.user_id, key_id)
 
     async def record_key_use(self, key_id: str, now: datetime, *, unless_since: datetime) -> bool:

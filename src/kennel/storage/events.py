@@ -62,7 +62,7 @@ class EventStore:
             events = [Event(row.seq, row.turn_id, row.body) for row in rows]
             return events, ended and len(rows) < limit
 
-        return await self._db.read(work)
+        return await self._db.glance(work)
 
 
 def append_events(conn: sa.Connection, task_key: int, turn_id: str, bodies: Sequence[str]) -> int:

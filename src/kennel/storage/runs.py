@@ -108,7 +108,7 @@ class RunStore:
                 told=told,
             )
 
-        return await self._db.read(work)
+        return await self._db.glance(work)
 
     async def append_events(
         self, job: TurnJob, bodies: Sequence[str], now: datetime, lease: timedelta

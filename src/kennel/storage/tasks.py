@@ -104,14 +104,14 @@ class TaskStore:
             worker = None if wanted is None else find_worker(conn, organization_id, wanted)
             return SubmissionContext(balance, task, worker)
 
-        return await self._db.read(work)
+        return await self._db.glance(work)
 
     async def get(self, organization_id: str, task_id: str) -> Task | None:
         return await self._db.read(lambda conn: _find_task(conn, organization_id, task_id))
 
     async def get_turn(self, turn_id: str) -> Turn | None:
         params = {"turn_id": turn_id}
-        row = await self._db.read(lambda conn: _TURN_BY_ID.first(conn, params))
+        row = await self._db.glance(lambda conn: _TURN_BY_ID.first(conn, params))
         return None if row is None else turn_from_row(row)
 
     async def latest_for_worker(self, organization_id: str, worker_id: str) -> Task | None:
@@ -138,7 +138,7 @@ class TaskStore:
             event_seq = int(row.event_seq)
             return TaskSnapshot(task_from_row(row), task_turns, files, event_seq, sources)
 
-        return await self._db.read(work)
+        return await self._db.glance(work)
 
     async def turns_of(self, task_key: int) -> list[Turn]:
         return await self._db.read(lambda conn: _turns_of(conn, task_key))
