@@ -139,13 +139,14 @@ class Database:
             return await conn.run_sync(work)
 
     async def glance(self, work: Callable[[sa.Connection], T]) -> T:
-        """`work`, reading only a few rows by their keys, as nearly every request does (its
-        API key, a turn's context, a task's news). On SQLite it runs at once, on the event
-        loop's own connection, which it keeps: a reader thread would cost more than such a
-        read does (a hop of about 0.1 ms of CPU, and under load a wait for the GIL), and so
-        would taking a connection from a pool (about 0.04 ms). A read of many rows, or of
-        rows that grow without bound, goes through `read`, which keeps the loop free while
-        SQLite works. On PostgreSQL this is `read`."""
+        """`work`, reading by keys what a request or a run needs of one caller or one task (an
+        API key, the submission's or the turn's context, a task's news or snapshot), as
+        nearly every request does. On SQLite it runs at once, on the event loop's own
+        connection, which it keeps: a reader thread would cost more than such a read does (a
+        hop of about 0.1 ms of CPU, and under load a wait for the GIL), and so would taking a
+        connection from a pool (about 0.04 ms); the loop then handles every row it read
+        anyway. Reads that scan or list (pages, searches, exports) go through `read`, which
+        keeps the loop free while SQLite works. On PostgreSQL this is `read`."""
         if not self.dialect.is_sqlite:
             return await self.read(work)
         conn = self._glancing
