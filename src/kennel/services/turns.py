@@ -83,7 +83,7 @@ class EventSink:
         self._is_watched = is_watched
         self._buffer: list[str] = []
         self._dirty = Flag()
-        self._closing = Flag()
+        self._closing = False
         self._hurry = Flag()
         """Set by the answer's first chunk and by `close()`: the batching window ends early."""
         # One write of the log at a time, so batches land in the order they were told.
@@ -104,14 +104,14 @@ class EventSink:
         # `close()` may land at any await below; checking `_closing` before every wait (rather
         # than trusting `_dirty`, which this loop clears) is what guarantees the loop ends.
         loop = asyncio.get_running_loop()
-        while not self._closing.is_set():
+        while not self._closing:
             await self._dirty.wait()
             wait = self._written_at + FLUSH_SECONDS - loop.time()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._hurry.wait()
-                if self._closing.is_set():
+                if self._closing:
                     return
             self._dirty.clear()
             self._hurry.clear()
@@ -130,7 +130,7 @@ class EventSink:
 
     def close(self) -> list[str]:
         """Stop flushing; returns what is left for the final transaction."""
-        self._closing.set()
+        self._closing = True
         self._dirty.set()
         self._hurry.set()
         rest, self._buffer = self._buffer, []
