@@ -150,7 +150,9 @@ class Database:
         if not self.dialect.is_sqlite:
             return await self.read(work)
         conn = self._glancing
-        if conn is None or conn.invalidated or conn.closed:
+        if conn is None or conn.invalidated:
+            if conn is not None:
+                conn.close()  # hands its broken connection's place back to the pool
             conn = self._glancing = self._glancer.connect()
         with conn.begin():
             return work(conn)
