@@ -28,7 +28,7 @@ from kennel.models import (
 from kennel.models.jobs import Claimant, TurnJob
 from kennel.storage import WATCH_SECONDS, Database, Store, Wakeups
 from kennel.storage import wakeups as wakeups_module
-from kennel.storage.database import _sqlite_engine
+from kennel.storage.sqlite import sqlite_engine
 from records import claim_turns, stored_worker, submission, worker_record
 
 LEASE = timedelta(seconds=30)
@@ -498,7 +498,7 @@ def test_a_writer_that_cannot_take_the_sqlite_write_lock_gets_sqlalchemys_error(
     """BEGIN IMMEDIATE runs on the driver; its failure still surfaces as SQLAlchemy's
     `OperationalError`, as every other statement's does."""
     url = sa.engine.make_url(f"sqlite:///{tmp_path / 'locked.db'}")
-    engine = _sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
+    engine = sqlite_engine(url, pool_size=1, begin="BEGIN IMMEDIATE")
     holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     try:
         with engine.connect() as conn:

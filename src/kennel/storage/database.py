@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from kennel import jsonvalues
 from kennel.errors import DatabaseInUseError
+from kennel.storage.sqlite import KeptConnection, SqliteWriter, sqlite_engine
 from kennel.storage.statements import Prebuilt
 from kennel.storage.wakeups import CHANNEL, WATCHING, Wakeups
 
@@ -79,11 +80,11 @@ class Database:
     """Owns the engines and runs transactions: `await db.write(work)` runs `work(conn)` in one
     transaction and returns its result.
 
-    Store code is plain synchronous SQLAlchemy Core. On SQLite each transaction runs whole in a
-    worker thread, one hop per transaction instead of one per statement (the biggest cost of
-    async SQLite); the single writer thread also serialises writers, which SQLite needs anyway.
-    The few-row reads of every request (`glance`) skip the hop and run on the loop's own
-    connection.
+    Store code is plain synchronous SQLAlchemy Core, a transaction a function. On SQLite a
+    write runs whole on the event loop when SQLite's one writer is free, else in the writer's
+    thread (`SqliteWriter`); the few-row reads of every request (`glance`) run on the loop too,
+    on a connection it keeps; reads that scan or list run whole in a reader thread. A thread
+    costs one hop per transaction, never one per statement (the biggest cost of async SQLite).
     On PostgreSQL the same function runs on asyncpg through SQLAlchemy's `run_sync`.
     """
 
@@ -91,17 +92,18 @@ class Database:
         self.url = url
         self.dialect = Dialect(url)
         self.wakeups = Wakeups()
-        self._threads: list[ThreadPoolExecutor] = []
         if self.dialect.is_sqlite:
             _ensure_sqlite_folder(url)
             sync_url = sa.engine.make_url(url).set(drivername="sqlite")
-            self._sync_writer = _sqlite_engine(sync_url, pool_size=1, begin="BEGIN IMMEDIATE")
-            self._sync_reader = _sqlite_engine(sync_url, pool_size=READERS, begin="BEGIN")
-            self._glancer = _sqlite_engine(sync_url, pool_size=1, begin="BEGIN")
-            self._glancing: sa.Connection | None = None
-            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="kennel-db-writer")
+            writer = sqlite_engine(
+                sync_url, pool_size=1, begin="BEGIN IMMEDIATE", checkpoints=False
+            )
+            self._sync_reader = sqlite_engine(sync_url, pool_size=READERS, begin="BEGIN")
+            glancer = sqlite_engine(sync_url, pool_size=1, begin="BEGIN")
+            self._sqlite_engines = [writer, self._sync_reader, glancer]
+            self._writer = SqliteWriter(writer)
+            self._glancing = KeptConnection(glancer)
             self._read_threads = ThreadPoolExecutor(READERS, thread_name_prefix="kennel-db-reader")
-            self._threads = [self._write_thread, self._read_threads]
         else:
             # Imported here: SQLAlchemy's asyncio layer brings its ORM (about 7 MB) into a
             # process, which a server on SQLite never uses.
@@ -120,7 +122,10 @@ class Database:
         """`work` in one read-write transaction, committed if it returns; topics it published
         wake their waiters after the commit."""
         if self.dialect.is_sqlite:
-            return await self._in_thread(self._write_thread, self._sync_writer, work)
+            result, _topics = await self._writer.write(
+                partial(_with_topics, work=work), lambda done: self._wake(done[1])
+            )
+            return result
         async with self._engine.begin() as conn:
             result, topics = await conn.run_sync(_with_topics, work)
         self._wake(topics)
@@ -134,7 +139,9 @@ class Database:
         that needs its reads in an order (a turn's status before its events) runs them in it.
         """
         if self.dialect.is_sqlite:
-            return await self._in_thread(self._read_threads, self._sync_reader, work)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._read_threads, _in_transaction, self._sync_reader, work
+            )
         async with self._autocommit.connect() as conn:
             return await conn.run_sync(work)
 
@@ -149,11 +156,7 @@ class Database:
         keeps the loop free while SQLite works. On PostgreSQL this is `read`."""
         if not self.dialect.is_sqlite:
             return await self.read(work)
-        conn = self._glancing
-        if conn is None or conn.invalidated:
-            if conn is not None:
-                conn.close()  # hands its broken connection's place back to the pool
-            conn = self._glancing = self._glancer.connect()
+        conn = self._glancing.get()
         with conn.begin():
             return work(conn)
 
@@ -171,24 +174,6 @@ class Database:
         payload = self.wakeups.payload([WATCHING + topic])
         await self.read(lambda conn: self.dialect.notify(conn, payload))
 
-    async def _in_thread(
-        self, threads: ThreadPoolExecutor, engine: sa.Engine, work: Callable[[sa.Connection], T]
-    ) -> T:
-        def transaction() -> tuple[T, set[str] | None]:
-            with engine.begin() as conn:
-                return _with_topics(conn, work)
-
-        # A transaction runs to its end even if its caller is cancelled meanwhile (a thread can't
-        # be interrupted), so its wake-ups are sent from the future, whoever is still waiting.
-        future = asyncio.get_running_loop().run_in_executor(threads, transaction)
-        future.add_done_callback(self._wake_when_done)
-        result, _topics = await future
-        return result
-
-    def _wake_when_done(self, future: asyncio.Future[tuple[Any, set[str] | None]]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self._wake(future.result()[1])
-
     def _wake(self, topics: set[str] | None) -> None:
         for topic in topics or ():
             self.wakeups.publish_local(topic)
@@ -200,16 +185,18 @@ class Database:
     async def close(self) -> None:
         await self.wakeups.close()
         if self.dialect.is_sqlite:
-            for threads in self._threads:
-                threads.shutdown(wait=True)
-            if self._glancing is not None:
-                self._glancing.close()
-                self._glancing = None
-            self._sync_writer.dispose()
-            self._sync_reader.dispose()
-            self._glancer.dispose()
+            self._writer.close()
+            self._read_threads.shutdown(wait=True)
+            self._glancing.close()
+            for engine in self._sqlite_engines:
+                engine.dispose()
         else:
             await self._engine.dispose()
+
+
+def _in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
 
 
 def _with_topics(
@@ -251,47 +238,6 @@ def _ensure_sqlite_folder(url: str) -> None:
     database = sa.engine.make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _sqlite_engine(url: sa.URL, *, pool_size: int, begin: str) -> sa.Engine:
-    engine = sa.create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_timeout=300,
-        # Every use is a `begin()` block that commits or rolls back, so a connection always
-        # comes back clean: the pool's own rollback would be wasted work.
-        pool_reset_on_return=None,
-        json_serializer=jsonvalues.dumps,
-        # Pooled connections move between the worker threads, one thread at a time.
-        connect_args={"timeout": 30, "check_same_thread": False},
-    )
-
-    # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front;
-    # take control of BEGIN so a writer holds the lock for its whole transaction (SQLAlchemy's
-    # documented recipe for SQLite transactions).
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        # On the driver: `exec_driver_sql` would cost a whole execution context per transaction.
-        dbapi_connection = conn.connection.dbapi_connection
-        try:
-            dbapi_connection.execute(begin)  # type: ignore[union-attr]
-        except sqlite3.Error as error:
-            raise sa.exc.DBAPIError.instance(
-                begin, (), error, sqlite3.Error, dialect=conn.dialect
-            ) from error
-
-    return engine
 
 
 class ProcessLock:

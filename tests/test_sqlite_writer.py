@@ -1,0 +1,130 @@
+"""On SQLite, a write runs on the event loop when the one writer is free, and waits in the
+writer's thread when it must: behind another write, or for another process's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from kennel.storage import sqlite
+from kennel.storage.database import Database
+
+ROWS = sa.text("SELECT count(*) FROM t")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "kennel.db"
+
+
+@pytest.fixture
+async def db(path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite:///{path}")
+    await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (id INTEGER, b BLOB)"))
+    yield database
+    await database.close()
+
+
+def _insert(row: int) -> sa.TextClause:
+    return sa.text(f"INSERT INTO t (id) VALUES ({row})")
+
+
+async def test_a_write_runs_on_the_loop_when_the_writer_is_free(db: Database) -> None:
+    topic = "t:1"
+
+    def work(conn: sa.Connection) -> int:
+        conn.execute(_insert(1))
+        db.publish(conn, topic)
+        return threading.get_ident()
+
+    with db.wakeups.subscribe(topic) as wakeup:
+        assert await db.write(work) == threading.get_ident()
+        assert await wakeup.wait(0)  # woken once committed
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
+
+
+async def test_writes_wait_in_the_thread_while_another_process_writes(
+    db: Database, path: Path
+) -> None:
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # say, an admin command writing beside the server
+    order: list[tuple[int, int]] = []
+
+    def work(row: int) -> Callable[[sa.Connection], None]:
+        def insert(conn: sa.Connection) -> None:
+            conn.execute(_insert(row))
+            order.append((row, threading.get_ident()))
+
+        return insert
+
+    try:
+        first = asyncio.ensure_future(db.write(work(1)))
+        await asyncio.sleep(0.05)  # the loop is not held up: the write waits in the thread
+        second = asyncio.ensure_future(db.write(work(2)))  # the thread has the writer: queued
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done() and order == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await asyncio.gather(first, second)
+    assert [row for row, _ in order] == [1, 2]
+    assert threading.get_ident() not in {thread for _, thread in order}
+    assert await db.write(lambda conn: threading.get_ident()) == threading.get_ident()
+
+
+async def test_a_write_that_fails_rolls_back_and_the_writer_goes_on(db: Database) -> None:
+    def failing(conn: sa.Connection) -> None:
+        conn.execute(_insert(1))
+        raise RuntimeError("the work failed")
+
+    with pytest.raises(RuntimeError):
+        await db.write(failing)
+    await db.write(lambda conn: conn.execute(_insert(2)))
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
+
+
+async def test_a_write_after_its_connection_broke_opens_another(db: Database) -> None:
+    def driver(conn: sa.Connection) -> object:
+        return conn.connection.dbapi_connection
+
+    broken = await db.write(driver)
+
+    def breaking(conn: sa.Connection) -> None:
+        conn.invalidate()  # as SQLAlchemy does when the driver says the connection is gone
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    with pytest.raises(sa.exc.OperationalError):
+        await db.write(breaking)
+    assert await db.write(driver) is not broken
+    await db.write(lambda conn: conn.execute(_insert(1)))
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
+
+
+async def test_the_writer_thread_checkpoints_the_log(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's connection never checkpoints on its own (a commit on the loop would copy
+    the log there); the thread does, every few writes."""
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 4)
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (id INTEGER, b BLOB)"))
+        pragma = sa.text("PRAGMA wal_autocheckpoint")
+        assert await db.write(lambda conn: conn.execute(pragma).scalar_one()) == 0
+        empty = path.stat().st_size
+        blob = sa.text("INSERT INTO t (b) VALUES (zeroblob(100000))")
+        for _ in range(2):
+            await db.write(lambda conn: conn.execute(blob))
+        for _ in range(50):  # the checkpoint runs in the thread: give it time
+            if path.stat().st_size > empty + 150_000:
+                break
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size > empty + 150_000  # the pages left the log
+    finally:
+        await db.close()
