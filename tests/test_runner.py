@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from conftest import FakeClock
 from fakellm import FakeLLM, Sleep, Text
+from kennel.app import build, running
 from kennel.config import Settings
 from kennel.models import TaskStatus, Turn, TurnError
 from kennel.models.jobs import TURN_JOB, Job
@@ -42,6 +43,17 @@ def _counting_claims(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(api.kennel.store.jobs, "claim", counted)
     return claims
+
+
+async def test_requests_are_served_once_the_runner_takes_work(
+    tmp_path: Path, llm: FakeLLM, database_url: str
+) -> None:
+    """The first request after a start finds the runner ready to start its turn at once."""
+    kennel = build(settings_for(tmp_path, llm, database_url=database_url))
+    async with running(kennel):
+        claimant = kennel.runner.reserve()
+        assert claimant is not None and claimant.owner == kennel.runner.owner
+        kennel.runner.release()
 
 
 async def test_a_new_task_starts_without_a_claim_or_a_wake_up(

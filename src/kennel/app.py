@@ -165,6 +165,9 @@ async def running(kennel: Kennel, *, with_runner: bool = True) -> AsyncIterator[
                 if kennel.smtp is not None:
                     _warn_without_relay(kennel.settings)
                     await kennel.smtp.start()
+                # Requests are served once the runner takes work, so that the first ones start
+                # their turns at once instead of waiting in the queue for its first claim.
+                await kennel.runner.ready()
             try:
                 yield kennel
             finally:

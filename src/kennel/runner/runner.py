@@ -58,6 +58,7 @@ class Runner:
         """When retries this process set are due (a heap)."""
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
 
     async def run(self) -> None:
         """Run until `stop()`: the loops end between database calls, never in the middle of one
@@ -69,6 +70,7 @@ class Runner:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                self._ready.set()
                 group.create_task(self._every(self._lease.total_seconds() / 3, self._heartbeat))
                 group.create_task(self._every(self._lease.total_seconds() / 2, self._reap))
                 await self._claim_loop()
@@ -79,6 +81,11 @@ class Runner:
         finally:
             self._group = None
             await asyncio.shield(self._release())
+
+    async def ready(self) -> None:
+        """Until `run` has recovered what an earlier run left and takes work: from then on a
+        submission can start its turn as it stores it (`reserve`)."""
+        await self._ready.wait()
 
     def stop(self) -> None:
         self._stopping.set()
