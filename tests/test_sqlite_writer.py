@@ -49,9 +49,11 @@ async def test_a_write_runs_on_the_loop_when_the_writer_is_free(db: Database) ->
     assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
 
 
-async def test_writes_wait_in_the_thread_while_another_process_writes(
+async def test_a_write_waits_in_the_thread_while_another_process_writes(
     db: Database, path: Path
 ) -> None:
+    """The loop is not held up: the write waits for the lock in the thread, and the writes
+    that come meanwhile wait for the thread, then run on the loop."""
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # say, an admin command writing beside the server
     order: list[tuple[int, int]] = []
@@ -65,17 +67,46 @@ async def test_writes_wait_in_the_thread_while_another_process_writes(
 
     try:
         first = asyncio.ensure_future(db.write(work(1)))
-        await asyncio.sleep(0.05)  # the loop is not held up: the write waits in the thread
-        second = asyncio.ensure_future(db.write(work(2)))  # the thread has the writer: queued
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(db.write(work(2)))
         await asyncio.sleep(0.05)
         assert not first.done() and not second.done() and order == []
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     await asyncio.gather(first, second)
-    assert [row for row, _ in order] == [1, 2]
-    assert threading.get_ident() not in {thread for _, thread in order}
-    assert await db.write(lambda conn: threading.get_ident()) == threading.get_ident()
+    loop = threading.get_ident()
+    assert order[0][0] == 1 and order[0][1] != loop
+    assert order[1] == (2, loop)
+
+
+async def test_a_write_whose_caller_is_cancelled_still_commits_and_wakes_its_waiters(
+    db: Database, path: Path
+) -> None:
+    """Its transaction goes on in the thread: the writes after it wait for it, and its
+    wake-ups are sent once it commits."""
+
+    def first_write(conn: sa.Connection) -> None:
+        conn.execute(_insert(1))
+        db.publish(conn, "t:1")
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with db.wakeups.subscribe("t:1") as wakeup:
+        try:
+            first = asyncio.ensure_future(db.write(first_write))
+            await asyncio.sleep(0.05)
+            first.cancel()
+            second = asyncio.ensure_future(db.write(lambda conn: conn.execute(_insert(2))))
+            await asyncio.sleep(0.05)
+            assert not second.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await second
+        assert first.cancelled()
+        assert await wakeup.wait(1)
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 2
 
 
 async def test_a_write_that_fails_rolls_back_and_the_writer_goes_on(db: Database) -> None:

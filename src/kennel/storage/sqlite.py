@@ -111,12 +111,12 @@ class KeptConnection:
 class SqliteWriter:
     """SQLite's one writer: a connection that one write transaction at a time takes.
 
-    A transaction runs at once on the event loop when the connection is free and no other
-    process holds the database's write lock; otherwise it queues for the writer thread, which
-    takes the connection when its turn comes and waits for the lock as long as SQLite lets it.
-    Store code writes a few rows by key, so a transaction on the loop holds it up for less than
-    the thread's hop would cost it. The writer thread also checkpoints the write-ahead log
-    (`CHECKPOINT_EVERY`).
+    Transactions run on the event loop, one after the other as the loop gets to them: store
+    code writes a few rows by key, so a transaction holds the loop up for less than a thread's
+    hop would cost it. The writer thread takes what must wait: a transaction that finds another
+    process writing (a `kennel` admin command) waits there for SQLite's lock, and the thread
+    checkpoints the write-ahead log (`CHECKPOINT_EVERY`). While the thread has the connection,
+    the loop's transactions wait for it to finish, then run on the loop again.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -124,51 +124,66 @@ class SqliteWriter:
         self._lock = threading.Lock()
         """Held by whoever uses the connection: the loop, or the writer thread."""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kennel-db-writer")
+        self._in_thread: asyncio.Future[Any] | None = None
+        """The last job handed to the thread: once it is done, the thread lets go of the lock."""
         self._since_checkpoint = 0
 
     async def write(self, work: Callable[[sa.Connection], T], committed: Callable[[T], None]) -> T:
         """`work` in one write transaction; `committed(result)` runs on the loop once it is
         committed, even if the caller was cancelled meanwhile (a transaction in the thread runs
         to its end: a thread can't be interrupted)."""
-        if self._lock.acquire(blocking=False):
+        while not self._lock.acquire(blocking=False):
+            assert self._in_thread is not None  # the loop never holds the lock across an await
+            await asyncio.wait([self._in_thread])
+        try:
             try:
                 result = self._transaction(work, wait=False)
-            except _Busy:
-                pass  # another process writes: the thread waits for it, the loop must not
-            else:
-                committed(result)
-                return result
             finally:
                 self._lock.release()
-        future = asyncio.get_running_loop().run_in_executor(self._thread, self._in_turn, work)
-
-        def when_done(future: asyncio.Future[T]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                committed(future.result())
-
-        future.add_done_callback(when_done)
-        return await future
+        except _Busy:
+            result = await self._waiting_in_thread(work, committed)
+        else:
+            committed(result)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            self._to_thread(self._checkpoint)
+        return result
 
     def close(self) -> None:
-        """Wait for the queued transactions, then close the connection (SQLite checkpoints the
-        log as its last connection closes)."""
+        """Wait for the thread's jobs, then close the connection (SQLite checkpoints the log as
+        its last connection closes)."""
         self._thread.shutdown(wait=True)
         with self._lock:
             self._connection.close()
 
-    def _in_turn(self, work: Callable[[sa.Connection], T]) -> T:
-        with self._lock:
-            return self._transaction(work, wait=True)
+    async def _waiting_in_thread(
+        self, work: Callable[[sa.Connection], T], committed: Callable[[T], None]
+    ) -> T:
+        """`work` in the thread, which waits for the other process's lock."""
+
+        def transaction() -> T:
+            with self._lock:
+                return self._transaction(work, wait=True)
+
+        def when_done(job: asyncio.Future[T]) -> None:
+            if job.exception() is None:
+                committed(job.result())
+
+        job = self._to_thread(transaction)
+        job.add_done_callback(when_done)
+        # Shielded: the job must stay what `write` waits for until the thread is done with it.
+        return await asyncio.shield(job)
+
+    def _to_thread(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        job = asyncio.get_running_loop().run_in_executor(self._thread, call)
+        self._in_thread = job
+        return job
 
     def _transaction(self, work: Callable[[sa.Connection], T], *, wait: bool) -> T:
         conn = self._connection.get()
         with _begin(conn, wait=wait):
-            result = work(conn)
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            self._thread.submit(self._checkpoint)
-        return result
+            return work(conn)
 
     def _checkpoint(self) -> None:
         """Copy the log's pages into the database as far as no reader still needs them
