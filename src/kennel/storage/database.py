@@ -81,10 +81,11 @@ class Database:
     transaction and returns its result.
 
     Store code is plain synchronous SQLAlchemy Core, a transaction a function. On SQLite a
-    write runs whole on the event loop when SQLite's one writer is free, else in the writer's
-    thread (`SqliteWriter`); the few-row reads of every request (`glance`) run on the loop too,
-    on a connection it keeps; reads that scan or list run whole in a reader thread. A thread
-    costs one hop per transaction, never one per statement (the biggest cost of async SQLite).
+    write runs whole on the event loop, on the connection of SQLite's one writer; only a write
+    that finds another process holding SQLite's lock waits for it in the writer's thread
+    (`SqliteWriter`). The few-row reads of every request (`glance`) run on the loop too, on a
+    connection it keeps; reads that scan or list run whole in a reader thread. A thread costs
+    one hop per transaction, never one per statement (the biggest cost of async SQLite).
     On PostgreSQL the same function runs on asyncpg through SQLAlchemy's `run_sync`.
     """
 
