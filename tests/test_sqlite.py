@@ -1,5 +1,6 @@
-"""On SQLite, a write runs on the event loop when the one writer is free, and waits in the
-writer's thread when it must: behind another write, or for another process's lock."""
+"""On SQLite the event loop runs the transactions of every request itself: the short reads
+(`glance`) on a connection it keeps, and every write on the writer's connection. The writer's
+thread only waits for another process's lock, and checkpoints the log."""
 
 from __future__ import annotations
 
@@ -35,7 +36,42 @@ def _insert(row: int) -> sa.TextClause:
     return sa.text(f"INSERT INTO t (id) VALUES ({row})")
 
 
-async def test_a_write_runs_on_the_loop_when_the_writer_is_free(db: Database) -> None:
+def _driver(conn: sa.Connection) -> object:
+    return conn.connection.dbapi_connection
+
+
+def _where(conn: sa.Connection) -> tuple[int, object]:
+    return threading.get_ident(), _driver(conn)
+
+
+async def test_a_glance_runs_on_the_loops_thread_with_the_connection_it_keeps(
+    db: Database,
+) -> None:
+    first, second = await db.glance(_where), await db.glance(_where)
+    assert first[0] == second[0] == threading.get_ident()
+    assert first[1] is second[1]
+    thread, _ = await db.read(_where)
+    assert thread != threading.get_ident()  # a read of many rows leaves the loop free
+
+
+async def test_each_glance_sees_what_was_committed_before_it(db: Database) -> None:
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 0
+    await db.write(lambda conn: conn.execute(_insert(1)))
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
+
+
+async def test_a_glance_that_fails_leaves_no_transaction_open(db: Database) -> None:
+    def failing(conn: sa.Connection) -> None:
+        conn.execute(ROWS)
+        raise RuntimeError("the work failed")
+
+    with pytest.raises(RuntimeError):
+        await db.glance(failing)
+    await db.write(lambda conn: conn.execute(_insert(1)))
+    assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
+
+
+async def test_a_write_runs_on_the_loop_and_wakes_its_waiters(db: Database) -> None:
     topic = "t:1"
 
     def work(conn: sa.Connection) -> int:
@@ -120,19 +156,18 @@ async def test_a_write_that_fails_rolls_back_and_the_writer_goes_on(db: Database
     assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
 
 
-async def test_a_write_after_its_connection_broke_opens_another(db: Database) -> None:
-    def driver(conn: sa.Connection) -> object:
-        return conn.connection.dbapi_connection
-
-    broken = await db.write(driver)
+@pytest.mark.parametrize("way", ["glance", "write"])
+async def test_after_its_connection_broke_the_loop_opens_another(db: Database, way: str) -> None:
+    run = getattr(db, way)
+    broken = await run(_driver)
 
     def breaking(conn: sa.Connection) -> None:
         conn.invalidate()  # as SQLAlchemy does when the driver says the connection is gone
-        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
 
     with pytest.raises(sa.exc.OperationalError):
-        await db.write(breaking)
-    assert await db.write(driver) is not broken
+        await run(breaking)
+    assert await run(_driver) is not broken
     await db.write(lambda conn: conn.execute(_insert(1)))
     assert await db.glance(lambda conn: conn.execute(ROWS).scalar_one()) == 1
 
