@@ -192,11 +192,14 @@ def test_three_kills_in_a_row_end_with_every_turn_completed(
         tasks = [f"tsk_many_{number:02d}" for number in range(36)]
         for task_id in tasks:
             _post_in_background(server, key, {"input": f"turn {task_id}", "taskId": task_id})
+        seen = 0
         for _ in range(3):
-            seen = len(llm.requests)
+            # Counted between the kill and the start: a restarted server may send its recovered
+            # turns to the model before `start` returns.
             _until(lambda seen=seen: len(llm.requests) > seen, "turns to reach the model")
             time.sleep(1.5)
             server.kill()
+            seen = len(llm.requests)
             server.start()
         llm.latency = 0.0
         for task_id in tasks:
