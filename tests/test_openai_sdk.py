@@ -11,6 +11,7 @@ import httpx2
 import pytest
 import typing_extensions
 from openai import AsyncOpenAI, omit
+from openai._base_client import BaseClient
 from openai._utils._transform import PropertyInfo
 from openai.types.beta import response_create_params as beta_response_create_params
 from openai.types.chat import completion_create_params
@@ -86,10 +87,12 @@ class _Recorder:
     def __init__(self) -> None:
         self.bodies: list[Any] = []
         self.paths: list[str] = []
+        self.hosts: list[str] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.bodies.append(json.loads(request.content))
         self.paths.append(request.url.path)
+        self.hosts.append(request.url.host)
         if request.url.path.endswith("/responses"):
             return httpx2.Response(200, json={"id": "r", "object": "response", "output": []})
         return httpx2.Response(200, json={"id": "c", "object": "chat.completion", "choices": []})
@@ -217,6 +220,30 @@ async def test_valid_answers_skip_the_sdks_walk(monkeypatch: pytest.MonkeyPatch)
     answer, chunks = await _read(shortcut)
     assert answer.choices[0].message.tool_calls[0].function.name == "f"
     assert len(chunks) == 3 and chunks[-1].usage.total_tokens == 5
+
+
+async def test_a_client_merges_a_path_into_its_base_url_once_until_the_base_url_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    merged: list[str] = []
+    prepare = BaseClient._prepare_url
+
+    def counted(self: BaseClient[Any, Any], url: str) -> httpx2.URL:
+        merged.append(url)
+        return prepare(self, url)
+
+    monkeypatch.setattr(BaseClient, "_prepare_url", counted)
+    lean = _Recorder()
+    client = _client(lean)
+    skip_sdk_walks(client)
+    for _ in range(3):
+        await client.chat.completions.create(**CHAT_CALLS[0])
+    assert merged == ["/chat/completions"]
+    client.base_url = "http://other.test/v2"
+    await client.chat.completions.create(**CHAT_CALLS[0])
+    assert merged == ["/chat/completions"] * 2
+    assert lean.hosts == ["model.test"] * 3 + ["other.test"]
+    assert lean.paths == ["/v1/chat/completions"] * 3 + ["/v2/chat/completions"]
 
 
 def test_plain_fields_move_to_extra_body_and_the_rest_stays() -> None:

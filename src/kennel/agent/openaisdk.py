@@ -19,6 +19,9 @@ a streamed one, with its lenient `construct`, a recursive walk in Python (about 
 pydantic's validation in Rust builds the same object in 3 µs. So those two are validated first,
 and only an answer that fails validation (a provider's field of an unexpected type, say) is
 built by the SDK's walk, as leniently as before.
+
+Each request also merges its path into the client's base URL, and httpx2 parses and checks
+every part of the merged URL again (about 40 µs); a client keeps the few URLs it sends to.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx2
 import pydantic
 from openai import AsyncOpenAI, omit
 from openai.resources.chat import AsyncChat
@@ -55,6 +59,30 @@ def skip_sdk_walks(client: AsyncOpenAI) -> None:
             vars(client)[name] = resource(client)
     if not client._strict_response_validation:  # a strict client validates every answer
         vars(client)["_process_response_data"] = _validated_first(client._process_response_data)
+    vars(client)["_prepare_url"] = _PreparedUrls(client)
+
+
+class _PreparedUrls:
+    """A client's `_prepare_url`, which merges a request's path into the base URL, keeping
+    what it merged until the base URL changes. URLs are immutable: a request that needs
+    another one makes a copy."""
+
+    KEPT = 64
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+        self._prepare = client._prepare_url
+        self._base: object = None
+        self._urls: dict[str, httpx2.URL] = {}
+
+    def __call__(self, url: str) -> httpx2.URL:
+        base = self._client.base_url
+        if base is not self._base or len(self._urls) >= self.KEPT:
+            self._base, self._urls = base, {}
+        prepared = self._urls.get(url)
+        if prepared is None:
+            prepared = self._urls[url] = self._prepare(url)
+        return prepared
 
 
 def _validated_first(construct: Callable[..., Any]) -> Callable[..., Any]:
