@@ -6,9 +6,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from starlette.responses import StreamingResponse
-
 from kennel.api.deps import Services
+from kennel.api.streaming import WatchedStream
 from kennel.errors import InvalidInputError
 from kennel.models import Event, Worker
 from kennel.services.tasks import WorkerState
@@ -35,8 +34,8 @@ def data_frame(chunk: dict[str, Any]) -> bytes:
 
 def sse_response(
     body: AsyncIterator[bytes], headers: dict[str, str] | None = None
-) -> StreamingResponse:
-    return StreamingResponse(
+) -> WatchedStream:
+    return WatchedStream(
         body, media_type="text/event-stream", headers={**HEADERS, **(headers or {})}
     )
 

@@ -8,13 +8,14 @@ from contextlib import AsyncExitStack
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from kennel.api.bodies import read_json
 from kennel.api.deps import PrincipalDep, Services, ServicesDep
 from kennel.api.openapi import COMMON_ERRORS, STREAM_OR_JSON, errors, task_bodies
 from kennel.api.schemas import CreateTaskBody, PageNumber
 from kennel.api.sse import framed, sse_response
+from kennel.api.streaming import WatchedStream
 from kennel.files.uploads import read_multipart
 from kennel.models import TaskSnapshot, TaskStatus
 from kennel.services.tasks import TaskRequest, WorkerState
@@ -59,7 +60,7 @@ async def create_task(request: Request, caller: PrincipalDep, app: ServicesDep) 
         return sse_response(framed(app, worker, task_key, submitted.turn.id, events), headers)
     # Headers leave now that the turn is stored; whitespace keeps the SDK's read timeout from
     # re-sending the request while the turn runs (spec §16.18). JSON parsers skip it.
-    return StreamingResponse(_blocking(app, news), media_type="application/json", headers=headers)
+    return WatchedStream(_blocking(app, news), media_type="application/json", headers=headers)
 
 
 async def _blocking(app: Services, news: AsyncIterator[WorkerState | None]) -> AsyncIterator[bytes]:
