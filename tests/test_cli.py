@@ -216,7 +216,7 @@ def test_serve_on_sqlite_leaves_out_libraries_it_never_uses(tmp_path: Path) -> N
     assert python_lines(script) == ["[({'b': None}, False), (None, True)]", "[]"]
 
 
-def test_serve_freezes_what_it_has_built_and_collects_young_and_middle_objects_less_often(
+def test_serve_freezes_what_it_has_built_collects_less_often_and_loads_no_websockets(
     tmp_path: Path,
 ) -> None:
     """Before serving, the objects built so far leave the cycle collector's generations, and
@@ -224,7 +224,7 @@ def test_serve_freezes_what_it_has_built_and_collects_young_and_middle_objects_l
     script = (
         "import gc, sys, uvicorn\n"
         "def run(app, **options):\n"
-        "    print(gc.get_freeze_count() > 100_000, *gc.get_threshold()[:2])\n"
+        "    print(gc.get_freeze_count() > 100_000, *gc.get_threshold()[:2], options['ws'])\n"
         "    gc.unfreeze()\n"
         "    print(gc.collect())\n"
         "uvicorn.run = run\n"
@@ -232,7 +232,7 @@ def test_serve_freezes_what_it_has_built_and_collects_young_and_middle_objects_l
         "main(['serve', '--port', '0'])\n"
     )
     lines = python_lines(script, {**os.environ, "KENNEL_DATA_DIR": str(tmp_path)})
-    assert lines[-2:] == ["True 7000 100", "0"]
+    assert lines[-2:] == ["True 7000 100 none", "0"]
 
 
 def test_the_server_log_leaves_out_each_model_request(monkeypatch: pytest.MonkeyPatch) -> None:
