@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -255,26 +256,10 @@ class TurnLoop:
             return stream.get()
 
     def _parameters(self) -> ModelRequestParameters:
-        box, plan = self._box, self._plan
-        instructions = [InstructionPart(content=plan.instructions)] if plan.instructions else []
-        tools: list[ToolDefinition] = []
-        if box.wrapping_up:
-            instructions.append(InstructionPart(content=WRAP_UP))
-        else:
-            tools = self._tools.definitions(box.offered)
-        if self._output_tool is None:
-            return ModelRequestParameters(
-                function_tools=tools,
-                output_mode="text",
-                allow_text_output=True,
-                instruction_parts=instructions or None,
-            )
-        return ModelRequestParameters(
-            function_tools=tools,
-            output_mode="tool",
-            output_tools=[self._output_tool],
-            allow_text_output=False,
-            instruction_parts=instructions or None,
+        box = self._box
+        tools = [] if box.wrapping_up else self._tools.definitions(box.offered)
+        return request_parameters(
+            self._plan.instructions, tools, self._output_tool, wrapping_up=box.wrapping_up
         )
 
     async def _act_on(self, response: ModelResponse) -> list[ToolReturnPart | RetryFeedbackPart]:
@@ -417,6 +402,51 @@ class TurnLoop:
             "files": tuple(box.changed.values()),
             "deleted_files": tuple(sorted(box.deleted)),
         }
+
+
+PARAMETER_SHAPES = 256
+"""Request parameters kept, by shape (see `request_parameters`)."""
+_shapes: OrderedDict[tuple[Any, ...], ModelRequestParameters] = OrderedDict()
+
+
+def request_parameters(
+    instructions: str,
+    tools: list[ToolDefinition],
+    output_tool: ToolDefinition | None,
+    *,
+    wrapping_up: bool,
+) -> ModelRequestParameters:
+    """A step's request parameters: the same object for the same shape (instructions, tool
+    definitions, output tool, wrap-up), so the model's preparation of it is reused
+    (`prepared.reuse_prepared_requests`). Never change what this returns."""
+    key = (instructions, wrapping_up, tuple(map(id, tools)), id(output_tool))
+    known = _shapes.get(key)
+    # The parameters hold the definitions, so their ids stay theirs while the entry lives.
+    if known is not None:
+        _shapes.move_to_end(key)
+        return known
+    parts = [InstructionPart(content=instructions)] if instructions else []
+    if wrapping_up:
+        parts.append(InstructionPart(content=WRAP_UP))
+    if output_tool is None:
+        made = ModelRequestParameters(
+            function_tools=tools,
+            output_mode="text",
+            allow_text_output=True,
+            instruction_parts=parts or None,
+        )
+    else:
+        made = ModelRequestParameters(
+            function_tools=tools,
+            output_mode="tool",
+            output_tools=[output_tool],
+            allow_text_output=False,
+            instruction_parts=parts or None,
+        )
+    _shapes[key] = made
+    if len(_shapes) > PARAMETER_SHAPES:
+        _shapes.popitem(last=False)
+    return made
 
 
 def _output_tool(schema: JSONObject) -> ToolDefinition:

@@ -15,6 +15,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 from kennel.agent.modelhttp import model_http_client
 from kennel.agent.openaisdk import skip_sdk_walks
+from kennel.agent.prepared import reuse_prepared_requests
 from kennel.agent.providers import (
     COMMON_PROVIDERS,
     EXAMPLE_MODEL,
@@ -153,6 +154,7 @@ class ModelCatalog:
         except ValueError as error:  # "Unknown provider: x"
             raise _UnknownNameError(str(error)) from None
         reuse_adapted_schemas(model)
+        reuse_prepared_requests(model)
         return model
 
     def _provider(self, provider_name: str) -> Provider[Any]:
