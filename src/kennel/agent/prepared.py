@@ -36,17 +36,14 @@ def reuse_prepared_requests(model: Model) -> None:
     def prepared(
         model_settings: ModelSettings | None, model_request_parameters: ModelRequestParameters
     ) -> Prepared:
+        # An entry holds its settings and parameters, so no other object can have their ids
+        # while it lives: a key found is theirs.
         key = (id(model_settings), id(model_request_parameters))
         known = kept.get(key)
-        if (
-            known is not None
-            and known[0] is model_settings
-            and known[1] is model_request_parameters
-        ):
+        if known is not None:
             kept.move_to_end(key)
             return known[2]
         result = prepare(model_settings, model_request_parameters)
-        # The entry holds the settings and the parameters: their ids can't be reused meanwhile.
         kept[key] = (model_settings, model_request_parameters, result)
         if len(kept) > CACHE_SIZE:
             kept.popitem(last=False)
