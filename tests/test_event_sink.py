@@ -91,6 +91,49 @@ async def test_the_answers_first_chunk_is_written_at_once_inside_the_window(
     await asyncio.wait_for(flusher, 1)
 
 
+async def test_each_steps_first_chunk_is_written_at_once_inside_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a tool call, the answer's first token reaches readers at once too: each step's
+    first chunk ends the window, not only the run's first."""
+    monkeypatch.setattr(turns, "FLUSH_SECONDS", 60.0)
+    sink, appended = _recording_sink()
+    flusher = asyncio.create_task(sink.run())
+
+    async def written(count: int) -> None:
+        async with asyncio.timeout(1):
+            while len(appended) < count:
+                await asyncio.sleep(0)
+
+    sink.emit({"type": "start"})
+    sink.emit({"type": "start-step"})
+    sink.emit({"type": "tool-input-start", "toolCallId": "c", "toolName": "list_files"})
+    await written(1)
+    sink.emit({"type": "tool-output-available", "toolCallId": "c", "output": []})
+    sink.emit({"type": "finish-step"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(appended) == 1  # the rest of the step waits for the window
+    sink.emit({"type": "start-step"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(appended) == 1  # so does the next step's preamble
+    sink.emit({"type": "text-start", "id": "t"})
+    await written(2)
+    assert [body[:30] for body in appended[1]] == [
+        '{"type":"tool-output-available',
+        '{"type":"finish-step"}',
+        '{"type":"start-step"}',
+        '{"type":"text-start","id":"t"}',
+    ]
+    sink.emit({"type": "text-delta", "id": "t", "delta": "a"})
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(appended) == 2
+    assert sink.close() == ['{"type":"text-delta","id":"t","delta":"a"}']
+    await asyncio.wait_for(flusher, 1)
+
+
 @pytest.mark.parametrize("delay_steps", range(40))
 async def test_closing_at_any_moment_stops_the_flusher(
     monkeypatch: pytest.MonkeyPatch, delay_steps: int

@@ -67,10 +67,11 @@ class EventSink:
     nobody watches writes everything in its final transaction, so a turn costs one write.
     Writes are at least `FLUSH_SECONDS` apart, counted from the run's start: a chunk that
     comes after a quiet spell (the model's first token, after it thought) is written at once,
-    and the chunks that follow it close behind wait for the next write. The answer's first
-    chunk (after the stream's preamble) is written at once whenever it comes, so a reader sees
-    the first token of a quick model without waiting for the window or for the run's end. A
-    run that ends within `FLUSH_SECONDS` of its answer's start writes the rest with its end. A
+    and the chunks that follow it close behind wait for the next write. Each step's first
+    chunk after its preamble (the model's first word or tool call of that step) is written at
+    once whenever it comes, so a reader sees the first token of a quick model without waiting
+    for the window or for the run's end, in the answer after a tool call as in the first. A
+    run that ends within `FLUSH_SECONDS` of a step's start writes the rest with its end. A
     lost lease surfaces here as `LeaseLostError`.
     """
 
@@ -85,18 +86,22 @@ class EventSink:
         self._dirty = Flag()
         self._closing = False
         self._hurry = Flag()
-        """Set by the answer's first chunk and by `close()`: the batching window ends early."""
+        """Set by a step's first chunk and by `close()`: the batching window ends early."""
         # One write of the log at a time, so batches land in the order they were told.
         self._writing = asyncio.Lock()
         self.emitted = 0
-        self._answered = False
+        self._step_heard = False
+        """Whether the model said anything yet in the step under way."""
         self._written_at = asyncio.get_running_loop().time()
 
     def emit(self, chunk: dict[str, Any]) -> None:
         self._buffer.append(encode_chunk(chunk))
         self.emitted += 1
-        if not self._answered and chunk["type"] not in _PREAMBLE:
-            self._answered = True
+        kind = chunk["type"]
+        if kind in _PREAMBLE:
+            self._step_heard = False
+        elif not self._step_heard:
+            self._step_heard = True
             self._hurry.set()
         self._dirty.set()
 
