@@ -13,13 +13,16 @@ would raise them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx2
 from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
+from httpx_aiohttp.httpx2.transport import AiohttpTransport, map_aiohttp_exceptions
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection to a provider, as pydantic-ai's own client allows."""
@@ -61,6 +64,63 @@ class ModelClient(Httpx2AiohttpClient):
         return _Httpx2Failures(super()._init_proxy_transport(*args, **kwargs))
 
 
+@dataclass(slots=True)
+class Sent:
+    """A request a model client sent (`watching`), and the aiohttp transport it went out on."""
+
+    request: httpx2.Request
+    transport: AiohttpTransport | None
+    """None when it went out some other way (another transport, through a proxy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """What a request got back from its server, read whole; `replaying` hands it over."""
+
+    status: int
+    reason: str | None
+    headers: Sequence[tuple[bytes, bytes]]
+    body: bytes
+
+
+class _Tap:
+    """What the next request a task sends on a model client meets: a record of it
+    (`watching`), or an answer already had (`replaying`)."""
+
+    def __init__(self, answer: Answered | BaseException | None = None) -> None:
+        self.answer = answer
+        self.sent: Sent | None = None
+        self.used = False
+
+
+_TAP: ContextVar[_Tap | None] = ContextVar("kennel_model_http_tap", default=None)
+
+
+@contextmanager
+def watching() -> Iterator[Callable[[], Sent | None]]:
+    """Record the first request the block sends on a model client; the block's value tells
+    what went out, once it has (None if nothing did)."""
+    tap = _Tap()
+    token = _TAP.set(tap)
+    try:
+        yield lambda: tap.sent
+    finally:
+        _TAP.reset(token)
+
+
+@contextmanager
+def replaying(answer: Answered | BaseException) -> Iterator[None]:
+    """The first request the block sends on a model client is not sent: it gets `answer`,
+    which that same request already got from the server (or the aiohttp error it met), as
+    if it had come now. What the block does with it (read it, retry, raise) is as it would
+    have been."""
+    token = _TAP.set(_Tap(answer))
+    try:
+        yield
+    finally:
+        _TAP.reset(token)
+
+
 class _Httpx2Failures(httpx2.AsyncBaseTransport):
     """An aiohttp transport whose failures, and those of its answers' bodies, are httpx2's."""
 
@@ -72,6 +132,14 @@ class _Httpx2Failures(httpx2.AsyncBaseTransport):
             # The client has made the URL's user and password an Authorization header already,
             # as httpx2 does, and aiohttp refuses a URL that still carries them beside it.
             request.url = request.url.copy_with(userinfo=b"")
+        tap = _TAP.get()
+        if tap is not None and not tap.used:
+            tap.used = True
+            if tap.answer is not None:
+                return _replayed(tap.answer, request)
+            inner = self._transport
+            plain = isinstance(inner, AiohttpTransport) and inner.proxy is None
+            tap.sent = Sent(request, inner if plain else None)  # type: ignore[arg-type]
         with _as_httpx2(request):
             response = await self._transport.handle_async_request(request)
         assert isinstance(response.stream, httpx2.AsyncByteStream)  # an aiohttp answer's body
@@ -80,6 +148,24 @@ class _Httpx2Failures(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _replayed(answer: Answered | BaseException, request: httpx2.Request) -> httpx2.Response:
+    """`answer` as the transport would have returned it for `request`, or raised it."""
+    if isinstance(answer, BaseException):
+        # As the transport raises aiohttp's errors: its own guess first, then this module's.
+        with _as_httpx2(request), map_aiohttp_exceptions():
+            raise answer
+    extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+    if answer.reason:
+        extensions["reason_phrase"] = answer.reason.encode()
+    return httpx2.Response(
+        status_code=answer.status,
+        headers=list(answer.headers),
+        stream=_Body(httpx2.ByteStream(answer.body), request),
+        request=request,
+        extensions=extensions,
+    )
 
 
 class _Body(httpx2.AsyncByteStream):

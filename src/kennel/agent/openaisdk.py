@@ -40,6 +40,8 @@ from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from kennel.agent.shortcut import ChatShortcut
+
 _KEPT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "stream"})
 """The arguments of a `create` that stay arguments: request options, and `stream`."""
 _SCALARS = (str, int, float, bool, type(None))
@@ -132,7 +134,14 @@ def _is_plain(value: Any) -> bool:
 
 
 class _Completions(AsyncCompletions):
+    def __init__(self, client: AsyncOpenAI) -> None:
+        super().__init__(client)
+        self._shortcut = ChatShortcut(client)
+
     async def create(self, **arguments: Any) -> Any:
+        return await self._shortcut.create(arguments, self._sdk_create)
+
+    async def _sdk_create(self, **arguments: Any) -> Any:
         return await super().create(**as_they_are(arguments))
 
 
