@@ -195,26 +195,78 @@ async def test_a_cookie_sends_the_next_requests_the_sdks_way(through_httpx2: lis
     assert len(through_httpx2) == 3  # the learning one, the cookie's handover, then httpx2's
 
 
-async def test_streamed_requests_go_the_sdks_way(through_httpx2: list[str]) -> None:
-    events = "".join(
-        f"data: {json.dumps(chunk)}\n\n"
-        for chunk in (
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": "m",
-                "choices": [{"index": 0, "delta": {"content": "FAKEOK"}}],
-            },
-        )
-    )
-    body = (events + "data: [DONE]\n\n").encode()
-    model = Model((200, {"Content-Type": "text/event-stream"}, body))
+def _events(*data: dict[str, Any]) -> Answer:
+    events = "".join(f"data: {json.dumps(item)}\n\n" for item in data) + "data: [DONE]\n\n"
+    return 200, {"Content-Type": "text/event-stream"}, events.encode()
+
+
+def _chunk(text: str) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": text}}],
+    }
+
+
+STREAMED = {**CALL, "stream": True, "stream_options": {"include_usage": True}}
+
+
+async def test_streamed_requests_take_the_shortcut_too(through_httpx2: list[str]) -> None:
+    model = Model(_events(_chunk("FAKE"), _chunk("OK é")))
     async with serving(model) as url, client_of(url) as client:
-        for _ in range(2):
-            stream = await client.chat.completions.create(**{**CALL, "stream": True})
+        read = []
+        for _ in range(3):
+            async with await client.chat.completions.create(**STREAMED) as stream:
+                read.append([chunk.choices[0].delta.content async for chunk in stream])
+    assert read == [["FAKE", "OK é"]] * 3
+    assert len(through_httpx2) == 1
+    (first_head, first_body), *rest = model.seen
+    for head, body in rest:
+        assert _headers(head) == _headers(first_head) and body == first_body
+    assert json.loads(first_body)["stream"] is True
+
+
+async def test_an_error_inside_a_stream_is_raised_as_the_sdk_raises_it(
+    through_httpx2: list[str],
+) -> None:
+    model = Model(_events(_chunk("FAKE"), {"error": {"message": "overloaded"}}))
+    async with serving(model) as url, client_of(url) as client:
+        for _ in range(2):  # the SDK's way, then the shortcut
+            stream = await client.chat.completions.create(**STREAMED)
+            with pytest.raises(openai.APIError, match="overloaded") as caught:
+                [chunk async for chunk in stream]
+            assert caught.value.request.url.path == "/v1/chat/completions"
+    assert len(through_httpx2) == 1
+
+
+async def test_a_stream_that_sets_a_cookie_keeps_it_as_httpx2_would(
+    through_httpx2: list[str],
+) -> None:
+    status, headers, body = _events(_chunk("FAKEOK"))
+    model = Model(_events(_chunk("FAKEOK")), (status, {**headers, "Set-Cookie": "lane=c"}, body))
+    async with serving(model) as url, client_of(url) as client:
+        for _ in range(3):
+            stream = await client.chat.completions.create(**STREAMED)
             assert [chunk.choices[0].delta.content async for chunk in stream] == ["FAKEOK"]
-    assert len(through_httpx2) == 2
+        assert client._client.cookies.get("lane") == "c"
+    assert "cookie: lane=c" in _headers(model.seen[2][0])
+    assert len(through_httpx2) == 2  # the learning one, then httpx2's for the cookie's sake
+
+
+async def test_a_streamed_request_that_fails_is_the_sdks_to_handle(
+    through_httpx2: list[str],
+) -> None:
+    model = Model(
+        _events(_chunk("FAKEOK")), failed(429, **{"retry-after-ms": "1"}), _events(_chunk("B"))
+    )
+    async with serving(model) as url, client_of(url, max_retries=1) as client:
+        for expected in ("FAKEOK", "B"):
+            stream = await client.chat.completions.create(**STREAMED)
+            assert [chunk.choices[0].delta.content async for chunk in stream] == [expected]
+    assert len(model.seen) == 3  # the 429 was retried once, not sent twice
+    assert len(through_httpx2) == 3  # learning, the 429's handover, the retry
 
 
 @pytest.mark.parametrize(

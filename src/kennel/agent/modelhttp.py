@@ -22,7 +22,11 @@ from typing import Any
 import aiohttp
 import httpx2
 from httpx_aiohttp.httpx2 import Httpx2AiohttpClient
-from httpx_aiohttp.httpx2.transport import AiohttpTransport, map_aiohttp_exceptions
+from httpx_aiohttp.httpx2.transport import (
+    AiohttpResponseStream,
+    AiohttpTransport,
+    map_aiohttp_exceptions,
+)
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection to a provider, as pydantic-ai's own client allows."""
@@ -148,6 +152,14 @@ class _Httpx2Failures(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def streamed_body(
+    response: aiohttp.ClientResponse, request: httpx2.Request
+) -> httpx2.AsyncByteStream:
+    """The body of `response` (to `request`) read as the transport reads it: its failures are
+    httpx2's, and closing it releases the connection."""
+    return _Body(AiohttpResponseStream(response), request)
 
 
 def _replayed(answer: Answered | BaseException, request: httpx2.Request) -> httpx2.Response:

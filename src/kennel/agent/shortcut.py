@@ -12,16 +12,18 @@ each kind (the client's API key and base URL, the caller's extra headers, the ti
 SDK's way and is watched on its transport (`modelhttp.watching`): its URL, headers and timeouts
 are kept, and so is its body, to check that this module encodes the same arguments into the
 very same bytes (if not, that kind keeps going the SDK's way). From then on a request of that
-kind is sent here, on the transport's own aiohttp session, with those headers and this body; a
-200 answer in JSON that is a valid chat completion is read as the SDK reads it, validated. Any
-other outcome is handed to the SDK with what the request already met (`modelhttp.replaying`):
-an error status, a failure to connect, a timeout, a compressed or unexpected body, a cookie.
-The SDK retries, raises or reads as if it had sent the request itself, without sending it again.
+kind is sent here, on the transport's own aiohttp session, with those headers and this body. A
+200 answer in JSON that is a valid chat completion is read as the SDK reads it, validated; a
+200 event stream becomes the SDK's own stream class over aiohttp's body, as the SDK makes it
+(its cookies kept in the client's jar, as httpx2 keeps them). Any other outcome is handed to
+the SDK with what the request already met (`modelhttp.replaying`): an error status, a failure
+to connect, a timeout, a compressed or unexpected body, a cookie on a whole answer. The SDK
+retries, raises or reads as if it had sent the request itself, without sending it again.
 
-Only requests that need nothing else of the SDK take the shortcut: not streamed, on the SDK's
-own client class with a fixed API key (no key provider, custom auth or provider runtime, no
-idempotency key, no strict validation), through Kennel's model client with no proxy, auth,
-event hooks or cookies, and a body made of JSON's own types.
+Only requests that need nothing else of the SDK take the shortcut: on the SDK's own client
+class with a fixed API key (no key provider, custom auth or provider runtime, no idempotency
+key, no strict validation), through Kennel's model client with no proxy, auth, event hooks or
+cookies, and a body made of JSON's own types.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ import aiohttp
 import httpx2
 import pydantic
 from multidict import CIMultiDict
-from openai import AsyncOpenAI, NotGiven, Omit
+from openai import AsyncOpenAI, AsyncStream, NotGiven, Omit
 from openai._models import add_request_id
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from yarl import URL
 
 from kennel.agent import modelhttp
@@ -62,6 +64,8 @@ class _Route:
     url: URL
     headers: CIMultiDict[str]
     timeout: aiohttp.ClientTimeout
+    request: httpx2.Request
+    """The watched request, without its body: what a stream's answer names as its request."""
 
 
 class ChatShortcut:
@@ -85,7 +89,7 @@ class ChatShortcut:
         if route is None or body is None or route.base is not self._client.base_url:
             return await sdk_create(**arguments)
         try:
-            async with route.session.request(
+            response = await route.session.request(
                 "POST",
                 route.url,
                 headers=route.headers,
@@ -94,23 +98,50 @@ class ChatShortcut:
                 auto_decompress=False,
                 compress=False,
                 timeout=route.timeout,
-            ) as response:
+            )
+            if arguments["stream"] and _is_event_stream(response):
+                return self._stream(route, response)
+            try:
                 answered = modelhttp.Answered(
                     response.status, response.reason, response.raw_headers, await response.read()
                 )
+            finally:
+                response.release()
         except Exception as error:  # whatever aiohttp raised, the SDK's transport would have met
             with modelhttp.replaying(error):
                 return await sdk_create(**arguments)
-        completion = _completion(answered)
+        completion = None if arguments["stream"] else _completion(answered)
         if completion is not None:
             return completion
         with modelhttp.replaying(answered):
             return await sdk_create(**arguments)
 
+    def _stream(
+        self, route: _Route, response: aiohttp.ClientResponse
+    ) -> AsyncStream[ChatCompletionChunk]:
+        """The SDK's stream of chunks over an answer that is one, as the SDK makes it."""
+        request = route.request
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        answer = httpx2.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            stream=modelhttp.streamed_body(response, request),
+            request=request,
+            extensions=extensions,
+        )
+        if "Set-Cookie" in response.headers:  # kept as httpx2 keeps them
+            self._client._client.cookies.extract_cookies(answer)
+        return AsyncStream[ChatCompletionChunk](
+            cast_to=ChatCompletionChunk, response=answer, client=self._client
+        )
+
     def _kind(self, arguments: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """What makes requests alike on the wire but for their body, or None for a request
         that must go the SDK's way."""
-        if arguments.get("stream") is not False or arguments.get("extra_query") is not None:
+        stream = arguments.get("stream")
+        if type(stream) is not bool or arguments.get("extra_query") is not None:
             return None
         client = self._client
         http = client._client
@@ -136,6 +167,7 @@ class ChatShortcut:
         elif not isinstance(timeout, (int, float, type(None))):
             return None  # the client's own, which may change
         return (
+            stream,
             client.api_key,
             client.organization,
             client.project,
@@ -188,7 +220,12 @@ def _route(sent: modelhttp.Sent, base: object, body: bytes | None) -> _Route | N
             sock_read=timeout.get("read"),
             connect=timeout.get("pool"),
         ),
+        request=httpx2.Request(request.method, request.url, headers=request.headers),
     )
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.status == 200 and response.content_type == "text/event-stream"
 
 
 def _encoded(arguments: Mapping[str, Any]) -> bytes | None:
