@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ from openai import AsyncOpenAI
 from kennel.agent import modelhttp, shortcut
 from kennel.agent.modelhttp import model_http_client
 from kennel.agent.openaisdk import skip_sdk_walks
-from test_openai_sdk import COMPLETION
+from test_openai_sdk import CHAT_CALLS, COMPLETION, _fresh
 
 CALL: dict[str, Any] = {
     "model": "m",
@@ -286,3 +286,23 @@ async def test_requests_the_shortcut_cannot_encode_as_the_sdk_go_its_way(
         for _ in range(3):
             await client.chat.completions.create(**CALL)
     assert len(through_httpx2) == 3
+
+
+@pytest.mark.parametrize("call", CHAT_CALLS)
+async def test_a_body_is_encoded_into_the_bytes_the_sdk_sends(call: dict[str, Any]) -> None:
+    """What the shortcut checks on the SDK's first request of a kind holds for every call: a
+    body of plain JSON is the SDK's own bytes, any other is left to the SDK."""
+    sent: list[bytes] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request.content)
+        return httpx2.Response(200, json=COMPLETION)
+
+    http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(record))
+    client = AsyncOpenAI(base_url="http://model.test/v1", api_key="k", http_client=http_client)
+    skip_sdk_walks(client)  # the SDK's way, as Kennel's clients take it
+    call = {"stream": False, **call}
+    await client.chat.completions.create(**_fresh(call))
+    encoded = shortcut._encoded(_fresh(call))
+    plain = not any(isinstance(call.get(name), Iterator) for name in ("messages", "tools"))
+    assert encoded == (sent[0] if plain else None)
