@@ -154,12 +154,11 @@ class _Httpx2Failures(httpx2.AsyncBaseTransport):
         await self._transport.aclose()
 
 
-def streamed_body(
-    response: aiohttp.ClientResponse, request: httpx2.Request
-) -> httpx2.AsyncByteStream:
-    """The body of `response` (to `request`) read as the transport reads it: its failures are
-    httpx2's, and closing it releases the connection."""
-    return _Body(AiohttpResponseStream(response), request)
+def streamed_answer(response: aiohttp.ClientResponse, request: httpx2.Request) -> httpx2.Response:
+    """aiohttp's `response` to `request` as the transport returns it, its body still to read:
+    its failures are httpx2's, and closing it releases the connection."""
+    body = AiohttpResponseStream(response)
+    return _answer(response.status, response.reason, response.raw_headers, body, request)
 
 
 def _replayed(answer: Answered | BaseException, request: httpx2.Request) -> httpx2.Response:
@@ -168,13 +167,25 @@ def _replayed(answer: Answered | BaseException, request: httpx2.Request) -> http
         # As the transport raises aiohttp's errors: its own guess first, then this module's.
         with _as_httpx2(request), map_aiohttp_exceptions():
             raise answer
+    body = httpx2.ByteStream(answer.body)
+    return _answer(answer.status, answer.reason, answer.headers, body, request)
+
+
+def _answer(
+    status: int,
+    reason: str | None,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: httpx2.AsyncByteStream,
+    request: httpx2.Request,
+) -> httpx2.Response:
+    """An answer as the aiohttp transport makes it, its body's failures raised as httpx2's."""
     extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-    if answer.reason:
-        extensions["reason_phrase"] = answer.reason.encode()
+    if reason:
+        extensions["reason_phrase"] = reason.encode()
     return httpx2.Response(
-        status_code=answer.status,
-        headers=list(answer.headers),
-        stream=_Body(httpx2.ByteStream(answer.body), request),
+        status_code=status,
+        headers=list(headers),
+        stream=_Body(body, request),
         request=request,
         extensions=extensions,
     )

@@ -40,10 +40,8 @@ from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.responses import AsyncResponses
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from kennel.agent.shortcut import ChatShortcut
+from kennel.agent.shortcut import KEPT_ARGUMENTS, ChatShortcut
 
-_KEPT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "stream"})
-"""The arguments of a `create` that stay arguments: request options, and `stream`."""
 _SCALARS = (str, int, float, bool, type(None))
 _VALIDATED = frozenset({ChatCompletion, ChatCompletionChunk})
 """Answers validated rather than constructed: the ones of every model request."""
@@ -108,7 +106,9 @@ def as_they_are(arguments: dict[str, Any]) -> dict[str, Any]:
     if extra is not None and not isinstance(extra, Mapping):
         return arguments
     moved = {
-        name: value for name, value in arguments.items() if name not in _KEPT and _is_plain(value)
+        name: value
+        for name, value in arguments.items()
+        if name not in KEPT_ARGUMENTS and _is_plain(value)
     }
     if not moved:
         return arguments

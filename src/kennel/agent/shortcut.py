@@ -47,7 +47,9 @@ from kennel.agent import modelhttp
 Create = Callable[..., Awaitable[Any]]
 """The SDK's own `create`, taking the caller's arguments."""
 
-_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "stream"})
+KEPT_ARGUMENTS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout", "stream"})
+"""The arguments of a `create` that are not body fields as they are: request options, and
+`stream`, which the SDK reads to choose how to read the answer (and sends first)."""
 _UNSENT = (Omit, NotGiven)
 _UNSENT_HEADERS = frozenset({"content-length", "transfer-encoding"})
 """Headers of the watched request that belong to its body: aiohttp writes them for each."""
@@ -110,7 +112,7 @@ class ChatShortcut:
         except Exception as error:  # whatever aiohttp raised, the SDK's transport would have met
             with modelhttp.replaying(error):
                 return await sdk_create(**arguments)
-        completion = None if arguments["stream"] else _completion(answered)
+        completion = None if arguments["stream"] else _completion(answered, response.headers)
         if completion is not None:
             return completion
         with modelhttp.replaying(answered):
@@ -120,17 +122,7 @@ class ChatShortcut:
         self, route: _Route, response: aiohttp.ClientResponse
     ) -> AsyncStream[ChatCompletionChunk]:
         """The SDK's stream of chunks over an answer that is one, as the SDK makes it."""
-        request = route.request
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        answer = httpx2.Response(
-            status_code=response.status,
-            headers=list(response.raw_headers),
-            stream=modelhttp.streamed_body(response, request),
-            request=request,
-            extensions=extensions,
-        )
+        answer = modelhttp.streamed_answer(response, route.request)
         if "Set-Cookie" in response.headers:  # kept as httpx2 keeps them
             self._client._client.cookies.extract_cookies(answer)
         return AsyncStream[ChatCompletionChunk](
@@ -234,7 +226,7 @@ def _encoded(arguments: Mapping[str, Any]) -> bytes | None:
     other."""
     body: dict[str, Any] = {"stream": arguments.get("stream")}
     for name, value in arguments.items():
-        if name not in _OPTIONS and not isinstance(value, _UNSENT):
+        if name not in KEPT_ARGUMENTS and not isinstance(value, _UNSENT):
             body[name] = value
     extra = arguments.get("extra_body")
     if extra is not None:
@@ -247,14 +239,11 @@ def _encoded(arguments: Mapping[str, Any]) -> bytes | None:
         return None
 
 
-def _completion(answered: modelhttp.Answered) -> ChatCompletion | None:
-    """The chat completion in a plain 200 answer, as the SDK would read it; None for an
-    answer the SDK must read itself."""
+def _completion(answered: modelhttp.Answered, headers: Mapping[str, str]) -> ChatCompletion | None:
+    """The chat completion in a plain 200 answer (`headers` are its own, as aiohttp read them),
+    as the SDK would read it; None for an answer the SDK must read itself."""
     if answered.status != 200:
         return None
-    headers = CIMultiDict(
-        (name.decode("latin-1"), value.decode("latin-1")) for name, value in answered.headers
-    )
     encoding = headers.get("Content-Encoding", "identity").strip().lower()
     content_type = headers.get("Content-Type", "").split(";")[0].strip()
     if encoding != "identity" or "Set-Cookie" in headers or not content_type.endswith("json"):
