@@ -23,6 +23,19 @@ def _recording_sink(
     return EventSink(append, is_watched), appended
 
 
+async def _settle() -> None:
+    """Let the flusher do whatever it would do now."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def _written(appended: list[list[str]], batches: int) -> None:
+    """Until `batches` batches are written (at most a second)."""
+    async with asyncio.timeout(1):
+        while len(appended) < batches:
+            await asyncio.sleep(0)
+
+
 async def test_batches_reach_the_log_and_the_rest_is_left_for_the_final_write() -> None:
     sink, appended = _recording_sink()
     flusher = asyncio.create_task(sink.run())
@@ -67,14 +80,11 @@ async def test_the_answers_first_chunk_is_written_at_once_inside_the_window(
     flusher = asyncio.create_task(sink.run())
     sink.emit({"type": "start"})
     sink.emit({"type": "start-step"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert appended == []
     sink.emit({"type": "text-start", "id": "t"})
     sink.emit({"type": "text-delta", "id": "t", "delta": "a"})
-    async with asyncio.timeout(1):
-        while not appended:
-            await asyncio.sleep(0)
+    await _written(appended, 1)
     assert appended == [
         [
             '{"type":"start"}',
@@ -84,8 +94,7 @@ async def test_the_answers_first_chunk_is_written_at_once_inside_the_window(
         ]
     ]
     sink.emit({"type": "text-delta", "id": "t", "delta": "b"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert len(appended) == 1
     assert sink.close() == ['{"type":"text-delta","id":"t","delta":"b"}']
     await asyncio.wait_for(flusher, 1)
@@ -100,26 +109,19 @@ async def test_each_steps_first_chunk_is_written_at_once_inside_the_window(
     sink, appended = _recording_sink()
     flusher = asyncio.create_task(sink.run())
 
-    async def written(count: int) -> None:
-        async with asyncio.timeout(1):
-            while len(appended) < count:
-                await asyncio.sleep(0)
-
     sink.emit({"type": "start"})
     sink.emit({"type": "start-step"})
     sink.emit({"type": "tool-input-start", "toolCallId": "c", "toolName": "list_files"})
-    await written(1)
+    await _written(appended, 1)
     sink.emit({"type": "tool-output-available", "toolCallId": "c", "output": []})
     sink.emit({"type": "finish-step"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert len(appended) == 1  # the rest of the step waits for the window
     sink.emit({"type": "start-step"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert len(appended) == 1  # so does the next step's preamble
     sink.emit({"type": "text-start", "id": "t"})
-    await written(2)
+    await _written(appended, 2)
     assert [body[:30] for body in appended[1]] == [
         '{"type":"tool-output-available',
         '{"type":"finish-step"}',
@@ -127,8 +129,7 @@ async def test_each_steps_first_chunk_is_written_at_once_inside_the_window(
         '{"type":"text-start","id":"t"}',
     ]
     sink.emit({"type": "text-delta", "id": "t", "delta": "a"})
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await _settle()
     assert len(appended) == 2
     assert sink.close() == ['{"type":"text-delta","id":"t","delta":"a"}']
     await asyncio.wait_for(flusher, 1)
